@@ -1,0 +1,1 @@
+"""Detectors: pure, synchronous rules that turn portal events into alerts."""

@@ -1,0 +1,1 @@
+"""Sinks: where alerts, flagged sessions and dead letters are delivered."""
