@@ -1,0 +1,28 @@
+"""Detectors by id: which exist, and building the enabled ones for a shard from settings."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from detectors.base import Detector, DetectorContext
+from detectors.simultaneous_logins import SimultaneousLogins
+
+# id -> detector class. A new detector adds one line here and one settings field in
+# `monitor.config.DetectorSettings` under the same id.
+DETECTORS: dict[str, Callable[[Any, DetectorContext], Detector]] = {
+    SimultaneousLogins.id: SimultaneousLogins,
+}
+
+
+def detector_ids() -> tuple[str, ...]:
+    return tuple(DETECTORS)
+
+
+def build_detectors(settings: Any, context: DetectorContext) -> list[Detector]:
+    """The enabled detectors, each given its own settings section and the shard's context."""
+    built = []
+    for detector_id, factory in DETECTORS.items():
+        section = getattr(settings, detector_id)
+        if section.enabled:
+            built.append(factory(section, context))
+    return built

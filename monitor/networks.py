@@ -1,0 +1,60 @@
+"""Networks an IP address belongs to, as the detectors compare them.
+
+Two logins "from the same network" means the same IPv4 /24 or IPv6 /64: a household, an
+office or a school behind one NAT. Networks configured as allowlisted (a school's or the
+council's NAT egress) never count as different from anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, NamedTuple
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AddressInfo(NamedTuple):
+    """What the detectors need to know about one IP address."""
+
+    network: str  # "81.2.69.0/24" or "2a02:c7f:1234:5600::/64"
+    allowlisted: bool
+
+
+class NetworkMap:
+    """Validates IP addresses and maps them to their network, with a bounded cache.
+
+    The cache is per shard and cleared when full, so memory stays bounded whatever the
+    variety of addresses; most events repeat an address seen moments before.
+    """
+
+    def __init__(self, allowlist: Iterable[str] = (), cache_size: int = 100_000) -> None:
+        self.allowlist: tuple[IPNetwork, ...] = tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in allowlist
+        )
+        self._cache: dict[str, AddressInfo | None] = {}
+        self._cache_size = cache_size
+
+    def lookup(self, ip: str) -> AddressInfo | None:
+        """The address's network, or None when `ip` is not a valid IPv4 or IPv6 address."""
+        info = self._cache.get(ip, False)
+        if info is not False:
+            return info  # type: ignore[return-value]
+        info = self._resolve(ip)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[ip] = info
+        return info
+
+    def _resolve(self, ip: str) -> AddressInfo | None:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        prefix = 24 if address.version == 4 else 64
+        network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+        allowlisted = any(
+            address.version == net.version and address in net for net in self.allowlist
+        )
+        return AddressInfo(str(network), allowlisted)

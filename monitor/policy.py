@@ -1,0 +1,45 @@
+"""The clauses of the portals' own rules that the detectors enforce, quoted word for word.
+
+Sources: `schools-portal-site-terms.txt` (Lancashire County Council Schools' Portal Site
+Terms) and `parent-portal-acceptable-use-policy.txt` (Preston School Parent Portal
+Acceptable Use Policy).
+"""
+
+SCHOOLS_TERMS = "Schools' Portal Site Terms"
+PARENT_AUP = "Parent Portal Acceptable Use Policy"
+
+SCHOOLS_SIMULTANEOUS_LOGINS = (
+    f'{SCHOOLS_TERMS}: "This log will be monitored closely to check for multiple, simultaneous logins."'
+)
+SCHOOLS_PERSONAL_LOGIN = (
+    f'{SCHOOLS_TERMS}: "An end user must only use login details which have been issued to them for their personal use."'
+)
+PARENT_OWN_LOGIN = (
+    f'{PARENT_AUP}: "You must never use anyone else\'s username or password"'
+)
+SCHOOLS_DORMANCY = (
+    f"{SCHOOLS_TERMS}: \"If you do not use your Schools' Portal account for a period of 180 days "
+    'we automatically disable your Portal account."'
+)
+PARENT_INSECURE_PLACES = (
+    f'{PARENT_AUP}: "You should not attempt to access the Parent and carers Portal system in any '
+    "environment where the security of the information contained in the Parent Portal may be "
+    'placed at risk e.g. a cybercafé"'
+)
+PARENT_REVOCATION = (
+    f'{PARENT_AUP}: "Preston School reserves the right to revoke or deny access to the Parent '
+    'Portal of any individual"'
+)
+SCHOOLS_WITHDRAWAL = (
+    f'{SCHOOLS_TERMS}: "Lancashire County Council reserves the right to withdraw access to the '
+    'system, from any end user who is shown to be in breach of these terms and conditions."'
+)
+
+
+def for_portal(portal: str | None, schools: str, parent: str) -> str:
+    """The clause of the portal the event came from; both when the portal is not known."""
+    if portal == "schools":
+        return schools
+    if portal == "parent":
+        return parent
+    return f"{schools} {parent}"

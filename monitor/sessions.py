@@ -1,0 +1,161 @@
+"""Portal sessions: opened by a login, kept alive by page views, closed by logout or expiry.
+
+A session is "open at time t" while it has not been closed and t is within the idle timeout of
+its last activity and within the absolute maximum of its login. Expiry is decided in event time
+so replay and live agree; the table forgets a session once the watermark has passed its expiry.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import msgspec
+
+from monitor.events import PortalEvent
+from monitor.networks import NetworkMap
+
+
+class ViewedItem(msgspec.Struct, array_like=True, gc=False):
+    """One item (a pupil record, a report, a return) viewed during a session."""
+
+    at: float
+    resource: str
+    action: str
+
+
+class Session(msgspec.Struct, kw_only=True):
+    """What the monitor knows of one portal session."""
+
+    session_id: str
+    account_id: str
+    opened_at: float
+    last_activity: float
+    ip: str | None
+    network: str | None
+    allowlisted: bool = False
+    last_ip: str | None = None
+    user_agent: str | None = None
+    device_id: str | None = None
+    portal: str | None = None
+    login_seen: bool = True
+    page_views: int = 0
+    items: list[ViewedItem] = []
+    items_dropped: int = 0
+    closed_at: float | None = None
+    close_reason: str | None = None
+    flagged: bool = False
+
+    def expires_at(self, idle_timeout: float, max_duration: float) -> float:
+        return min(self.last_activity + idle_timeout, self.opened_at + max_duration)
+
+    def is_open_at(self, at: float, idle_timeout: float, max_duration: float) -> bool:
+        return self.closed_at is None and at <= self.expires_at(idle_timeout, max_duration)
+
+
+class AccountState(msgspec.Struct, kw_only=True):
+    """The per-account state the engine keeps for the detectors: the account's live sessions."""
+
+    account_id: str
+    sessions: dict[str, Session] = {}
+
+
+class SessionTable:
+    """The live sessions of every account in one shard, with event-time expiry."""
+
+    def __init__(self, networks: NetworkMap, idle_timeout: float, max_duration: float, max_items: int) -> None:
+        self.accounts: dict[str, AccountState] = {}
+        self.idle_timeout = idle_timeout
+        self.max_duration = max_duration
+        self.max_items = max_items
+        self._networks = networks
+        self._expiry: list[tuple[float, str, str]] = []  # (expires_at, account_id, session_id)
+        self.open_sessions = 0
+
+    def account(self, account_id: str) -> AccountState:
+        state = self.accounts.get(account_id)
+        if state is None:
+            state = self.accounts[account_id] = AccountState(account_id=account_id, sessions={})
+        return state
+
+    def open(self, event: PortalEvent, account: AccountState, login_seen: bool = True) -> Session:
+        """Open (or re-open on a repeated login) the event's session."""
+        info = self._networks.lookup(event.ip) if event.ip else None
+        session = Session(
+            session_id=event.session_id,  # type: ignore[arg-type]
+            account_id=event.account_id,
+            opened_at=event.at,
+            last_activity=event.at,
+            ip=event.ip,
+            last_ip=event.ip,
+            network=info.network if info else None,
+            allowlisted=info.allowlisted if info else False,
+            user_agent=event.user_agent,
+            device_id=event.device_id,
+            portal=event.portal,
+            login_seen=login_seen,
+            items=[],
+        )
+        previous = account.sessions.get(session.session_id)
+        if previous is not None:
+            session.flagged = previous.flagged
+        else:
+            self.open_sessions += 1
+        account.sessions[session.session_id] = session
+        heapq.heappush(
+            self._expiry,
+            (session.expires_at(self.idle_timeout, self.max_duration), event.account_id, session.session_id),
+        )
+        return session
+
+    def view(self, event: PortalEvent, account: AccountState) -> Session:
+        """Record a page view; a view of a session never seen opening starts one implicitly."""
+        session = account.sessions.get(event.session_id)  # type: ignore[arg-type]
+        if session is None:
+            session = self.open(event, account, login_seen=False)
+        elif event.at > session.last_activity:
+            session.last_activity = event.at
+        if event.ip is not None:
+            session.last_ip = event.ip
+        session.page_views += 1
+        items = session.items
+        items.append(ViewedItem(event.at, event.resource, event.action))  # type: ignore[arg-type]
+        if len(items) > self.max_items:
+            del items[0]
+            session.items_dropped += 1
+        return session
+
+    def close(self, event: PortalEvent, account: AccountState, reason: str) -> Session | None:
+        """Close the event's session (logout or the portal's own expiry); the closed session."""
+        session = account.sessions.pop(event.session_id, None)  # type: ignore[arg-type]
+        if session is None:
+            return None
+        self.open_sessions -= 1
+        session.closed_at = event.at
+        session.close_reason = reason
+        if not account.sessions:
+            del self.accounts[account.account_id]
+        return session
+
+    def expire(self, watermark: float) -> list[Session]:
+        """Close every session whose idle timeout or maximum duration ended before the watermark."""
+        closed: list[Session] = []
+        expiry = self._expiry
+        idle, longest = self.idle_timeout, self.max_duration
+        while expiry and expiry[0][0] < watermark:
+            _, account_id, session_id = heapq.heappop(expiry)
+            account = self.accounts.get(account_id)
+            session = account.sessions.get(session_id) if account else None
+            if session is None:
+                continue
+            ends = session.expires_at(idle, longest)
+            if ends >= watermark:
+                heapq.heappush(expiry, (ends, account_id, session_id))
+                continue
+            del account.sessions[session_id]  # type: ignore[union-attr]
+            self.open_sessions -= 1
+            session.closed_at = ends
+            session.close_reason = "idle_timeout" if ends < session.opened_at + longest else "max_duration"
+            closed.append(session)
+            if not account.sessions:  # type: ignore[union-attr]
+                del self.accounts[account_id]
+        return closed
