@@ -5,12 +5,18 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from detectors.base import Detector, DetectorContext
+from detectors.impossible_travel import ImpossibleTravel
+from detectors.new_country import NewCountry
+from detectors.risky_network import RiskyNetwork
 from detectors.simultaneous_logins import SimultaneousLogins
 
 # id -> detector class. A new detector adds one line here and one settings field in
 # `monitor.config.DetectorSettings` under the same id.
 DETECTORS: dict[str, Callable[[Any, DetectorContext], Detector]] = {
     SimultaneousLogins.id: SimultaneousLogins,
+    ImpossibleTravel.id: ImpossibleTravel,
+    NewCountry.id: NewCountry,
+    RiskyNetwork.id: RiskyNetwork,
 }
 
 
@@ -20,9 +26,13 @@ def detector_ids() -> tuple[str, ...]:
 
 def build_detectors(settings: Any, context: DetectorContext) -> list[Detector]:
     """The enabled detectors, each given its own settings section and the shard's context."""
+    located = context.geo is not None and context.geo.located
     built = []
     for detector_id, factory in DETECTORS.items():
         section = getattr(settings, detector_id)
-        if section.enabled:
-            built.append(factory(section, context))
+        if not section.enabled:
+            continue
+        if getattr(factory, "requires_geoip", False) and not located:
+            continue  # GeoServices.from_settings has warned once
+        built.append(factory(section, context))
     return built

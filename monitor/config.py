@@ -18,6 +18,9 @@ from typing import Any, Literal, Mapping
 
 import msgspec
 
+from detectors.impossible_travel import ImpossibleTravelSettings
+from detectors.new_country import NewCountrySettings
+from detectors.risky_network import RiskyNetworkSettings
 from detectors.simultaneous_logins import SimultaneousLoginsSettings
 from monitor.durations import Seconds
 
@@ -110,16 +113,60 @@ class SessionSettings(Section):
     max_items: int = 100
 
 
+class RiskyListSettings(Section):
+    """One list of risky networks for `risky_network`: entries from a file and/or inline.
+
+    An entry is an IP address, a CIDR or an ASN (`AS1234`); `#` starts a comment. The Tor
+    Project's exit lists can be used as they are. Files are reread on SIGHUP.
+    """
+
+    name: str
+    kind: Literal["tor", "vpn", "proxy", "hosting", "public"]
+    file: str = ""
+    entries: list[str] = []
+
+
+class SharedNetworkSettings(Section):
+    """Learning organisation-shared networks (school NATs, council offices) from logins."""
+
+    enabled: bool = True
+    min_accounts: int = 20
+    """Distinct accounts that must log in from one egress address (IPv4) or /64 (IPv6); at most 64."""
+    min_span: Seconds = Seconds(86400)
+    """...over at least this much event time, so a burst of logins from one address is not learnt."""
+    forget_after: Seconds = Seconds(90 * 86400)
+    max_tracked: int = 100_000
+
+
 class NetworkSettings(Section):
     """Networks that never count as different: a school's or the council's NAT egress."""
 
     allowlist: list[str] = []
+    risky: list[RiskyListSettings] = []
+    shared: SharedNetworkSettings = msgspec.field(default_factory=SharedNetworkSettings)
+
+
+class GeoIPSettings(Section):
+    """MaxMind-format databases (GeoLite2/GeoIP2 `.mmdb`), kept fresh by geoipupdate.
+
+    Without `city_db` (or when it cannot be read) `impossible_travel` and `new_country` are
+    disabled with one warning; `asn_db` adds the network's ASN and organisation;
+    `anonymous_db` (GeoIP2 Anonymous IP) flags VPNs, Tor exits, proxies and hosting providers.
+    """
+
+    city_db: str = ""
+    asn_db: str = ""
+    anonymous_db: str = ""
+    cache_size: int = 65_536
 
 
 class DetectorSettings(Section):
     simultaneous_logins: SimultaneousLoginsSettings = msgspec.field(
         default_factory=SimultaneousLoginsSettings
     )
+    impossible_travel: ImpossibleTravelSettings = msgspec.field(default_factory=ImpossibleTravelSettings)
+    new_country: NewCountrySettings = msgspec.field(default_factory=NewCountrySettings)
+    risky_network: RiskyNetworkSettings = msgspec.field(default_factory=RiskyNetworkSettings)
 
 
 class JsonlSinkSettings(Section):
@@ -147,6 +194,7 @@ class Settings(Section):
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
     sessions: SessionSettings = msgspec.field(default_factory=SessionSettings)
     networks: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
+    geoip: GeoIPSettings = msgspec.field(default_factory=GeoIPSettings)
     detectors: DetectorSettings = msgspec.field(default_factory=DetectorSettings)
     sinks: SinkSettings = msgspec.field(default_factory=SinkSettings)
 
@@ -158,6 +206,15 @@ class Settings(Section):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(f"networks.allowlist: not a CIDR: {cidr!r}") from None
+        shared = self.networks.shared
+        if not 1 <= shared.min_accounts <= 64:
+            raise ValueError(f"networks.shared.min_accounts: must be between 1 and 64, not {shared.min_accounts}")
+        names = [risky.name for risky in self.networks.risky]
+        for risky in self.networks.risky:
+            if not risky.file and not risky.entries:
+                raise ValueError(f"networks.risky: list {risky.name!r} needs a file or entries")
+            if names.count(risky.name) > 1:
+                raise ValueError(f"networks.risky: list name {risky.name!r} is used twice")
 
 
 def _env_value(text: str) -> object:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import msgspec
 
-from detectors.base import Detector
+from detectors.base import IP_CHANGED, Detector
 from monitor.alerts import Alert
 from monitor.decode import EventDecoder, Rejection
 from monitor.events import EVENT_TYPES, PortalEvent
@@ -107,8 +107,10 @@ class Shard:
         detectors: Sequence[Detector],
         allowed_lateness: float,
         dedup_window: int,
+        geo: Any = None,
     ) -> None:
         self.partition = partition
+        self.geo = geo  # monitor.geo.GeoServices: locates logins and IP changes before detectors run
         self.decoder = decoder
         self.sessions = sessions
         self.detectors = list(detectors)
@@ -128,6 +130,7 @@ class Shard:
             event_type: tuple(d.on_event for d in self.detectors if event_type in d.event_types)
             for event_type in EVENT_TYPES
         }
+        self._on_ip_change = tuple(d.on_event for d in self.detectors if IP_CHANGED in d.event_types)
         self._ticks = tuple(d.on_tick for d in self.detectors if type(d).on_tick is not Detector.on_tick)
 
     # -- the batch ---------------------------------------------------------------------------
@@ -205,14 +208,26 @@ class Shard:
         self.counts[key] = self.counts.get(key, 0) + 1
         table = self.sessions
         account = table.account(event.account_id)
+        moved = False
         if kind == "page_view":
+            known = account.sessions.get(event.session_id)  # type: ignore[arg-type]
+            ip = event.ip
+            # A located activity: the view changed its session's IP, or opened one unseen.
+            moved = ip is not None and (known is None or ip != known.last_ip)
             session = table.view(event, account)
             if session.flagged:
                 self._findings.viewed_items.append(
                     ViewedItemRecord(session.session_id, session.account_id, event.at, event.resource, event.action, event.ip)  # type: ignore[arg-type]
                 )
+            if moved and self.geo is not None:
+                if known is None:
+                    self.geo.on_login(event, session)
+                else:
+                    self.geo.on_ip_change(event, session)
         elif kind == "login_succeeded":
-            table.open(event, account)
+            session = table.open(event, account)
+            if self.geo is not None:
+                self.geo.on_login(event, session)
         elif kind == "logout" or kind == "session_expired":
             closed = table.close(event, account, kind)
             if closed is not None and closed.flagged:
@@ -221,6 +236,11 @@ class Shard:
             alerts = on_event(event, account)
             if alerts:
                 self._raise(alerts)
+        if moved:
+            for on_event in self._on_ip_change:
+                alerts = on_event(event, account)
+                if alerts:
+                    self._raise(alerts)
         if not account.sessions and table.accounts.get(event.account_id) is account:
             del table.accounts[event.account_id]
 

@@ -43,3 +43,7 @@ def for_portal(portal: str | None, schools: str, parent: str) -> str:
     if portal == "parent":
         return parent
     return f"{schools} {parent}"
+SCHOOLS_SECURITY = (
+    f"{SCHOOLS_TERMS}: \"As an end user it is your responsibility to ensure the security of the "
+    'system and confidentiality of data."'
+)

@@ -12,6 +12,7 @@ import heapq
 import msgspec
 
 from monitor.events import PortalEvent
+from monitor.geoip import Location
 from monitor.networks import NetworkMap
 
 
@@ -44,6 +45,8 @@ class Session(msgspec.Struct, kw_only=True):
     closed_at: float | None = None
     close_reason: str | None = None
     flagged: bool = False
+    location: Location | None = None
+    """Where GeoIP places `last_ip` (set at login and when a page view changes the IP)."""
 
     def expires_at(self, idle_timeout: float, max_duration: float) -> float:
         return min(self.last_activity + idle_timeout, self.opened_at + max_duration)

@@ -1,0 +1,201 @@
+"""`new_country`: a login from a country the account has never used, once it has a baseline."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from detectors._places import where
+from detectors.base import Detector, DetectorContext
+from monitor import policy
+from monitor.alerts import Alert, new_alert, utc
+from monitor.durations import Seconds
+from monitor.events import PortalEvent
+from monitor.sessions import AccountState
+
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class NewCountrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    baseline_logins: int = 10
+    """The account has a baseline after this many located logins..."""
+    baseline_period: Seconds = Seconds(14 * 86400)
+    """...or this long after its first one, whichever comes first."""
+    allowed_countries: list[str] = msgspec.field(default_factory=lambda: ["GB"])
+    """Where the portal expects its users (ISO 3166-1 alpha-2 codes)."""
+    severity: Severity = "high"
+    """A new country outside `allowed_countries`."""
+    severity_allowed: Severity = "low"
+    """A new country inside `allowed_countries`."""
+    severity_known_network: Severity = "low"
+    """A new country from a network (ASN) the account already uses: a corporate VPN's other exit."""
+    max_countries: int = 8
+    max_networks: int = 8
+
+
+class History(msgspec.Struct, array_like=True, gc=False):
+    """What one account's located logins have shown: compact and bounded, not a list of logins.
+
+    `places` holds countries (2-letter codes) and ASNs (ints) with the last time seen (Unix
+    seconds), least recently seen dropped past the configured maximum of each.
+    """
+
+    first_at: int
+    logins: int  # located logins counted, up to `baseline_logins`
+    countries: list[str]
+    country_seen: list[int]
+    asns: list[int]
+    asn_seen: list[int]
+
+
+def _touch(keys: list, seen: list[int], key: object, at: int, limit: int) -> bool:
+    """Record `key` seen at `at`; True if it was already known. Drops the stalest past `limit`."""
+    try:
+        index = keys.index(key)
+    except ValueError:
+        keys.append(key)
+        seen.append(at)
+        if len(keys) > limit:
+            stalest = seen.index(min(seen))
+            del keys[stalest], seen[stalest]
+        return False
+    if at > seen[index]:
+        seen[index] = at
+    return True
+
+
+class NewCountry(Detector):
+    """A successful login from a country absent from the account's history.
+
+    Someone logging in from where the account's holder has never been is the strongest sign
+    of a login used by another person, which the Schools' Portal Site Terms forbid: "An end
+    user must only use login details which have been issued to them for their personal
+    use."; and the Parent Portal Acceptable Use Policy: "You must never use anyone else's
+    username or password".
+
+    Only once the account has a baseline: the earlier of `baseline_logins` located logins or
+    `baseline_period` after its first. Higher severity outside the portal's
+    `allowed_countries`; lower when the network (ASN) is one the account already uses. Logins
+    from allowlisted or organisation-shared networks, and from Tor, VPN, proxy and hosting
+    networks, neither alert nor enter the history: their place is not the person's.
+    """
+
+    id = "new_country"
+    event_types = ("login_succeeded",)
+    requires_geoip = True
+
+    def __init__(self, settings: NewCountrySettings, context: DetectorContext) -> None:
+        self.settings = settings
+        self.geo = context.geo
+        self.networks = context.networks
+        self.allowed = frozenset(code.upper() for code in settings.allowed_countries)
+        self.history: dict[str, History] = {}
+
+    def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
+        session = account.sessions.get(event.session_id)  # type: ignore[arg-type]
+        ip = event.ip
+        if session is None or ip is None:
+            return None
+        location = session.location
+        if location is None or location.country is None:
+            return None
+        if self.geo.unreliable(ip, location, self.networks) is not None:  # type: ignore[union-attr]
+            return None
+        settings = self.settings
+        at = int(event.at)
+        country = location.country
+        asn = location.asn
+        history = self.history.get(event.account_id)
+        if history is None:
+            self.history[event.account_id] = History(
+                first_at=at,
+                logins=1,
+                countries=[country],
+                country_seen=[at],
+                asns=[asn] if asn is not None else [],
+                asn_seen=[at] if asn is not None else [],
+            )
+            return None
+        baseline = history.logins >= settings.baseline_logins or at - history.first_at >= settings.baseline_period
+        before = self._known(history)
+        if at < history.first_at:
+            history.first_at = at
+        if history.logins < settings.baseline_logins:
+            history.logins += 1
+        known_country = _touch(history.countries, history.country_seen, country, at, settings.max_countries)
+        known_network = asn is not None and _touch(history.asns, history.asn_seen, asn, at, settings.max_networks)
+        if known_country or not baseline:
+            return None
+        outside = country not in self.allowed
+        if known_network:
+            severity = settings.severity_known_network
+        elif outside:
+            severity = settings.severity
+        else:
+            severity = settings.severity_allowed
+        return [self._alert(event, session.session_id, location, before, history, outside, known_network, severity)]
+
+    @staticmethod
+    def _known(history: History) -> list[tuple[str, int]]:
+        return sorted(zip(history.countries, history.country_seen), key=lambda item: -item[1])
+
+    def _alert(
+        self,
+        event: PortalEvent,
+        session_id: str,
+        location: Any,
+        known: list[tuple[str, int]],
+        history: History,
+        outside: bool,
+        known_network: bool,
+        severity: str,
+    ) -> Alert:
+        at = event.at
+        ip = event.ip or ""
+        codes = ", ".join(code for code, _ in known)
+        why = f"a country it had never logged in from (before: {codes} since {utc(history.first_at):%Y-%m-%d})"
+        if outside:
+            why += f", outside the portal's allowed countries ({', '.join(sorted(self.allowed)) or 'none'})"
+        if known_network:
+            why += f", though from a network it already uses (AS{location.asn})"
+        summary = (
+            f"Account {event.account_id} logged in from {where(location, ip)} at "
+            f"{utc(at):%Y-%m-%d %H:%M}Z, {why}."
+        )
+        return new_alert(
+            detector=self.id,
+            severity=severity,
+            account_id=event.account_id,
+            at=at,
+            trigger=event.event_id,
+            session_ids=[session_id],
+            summary=summary,
+            evidence={
+                "ip": ip,
+                "country": location.country,
+                "city": location.city,
+                "latitude": location.latitude,
+                "longitude": location.longitude,
+                "accuracy_radius_km": location.radius_km,
+                "asn": location.asn,
+                "org": location.org,
+                "known_countries": [{"country": code, "last_seen": utc(seen)} for code, seen in known],
+                "known_asns": [
+                    {"asn": asn, "last_seen": utc(seen)} for asn, seen in zip(history.asns, history.asn_seen) if asn != location.asn or known_network
+                ],
+                "baseline": {"first_login": utc(history.first_at), "located_logins": history.logins},
+                "allowed_countries": sorted(self.allowed),
+                "outside_allowed_countries": outside,
+                "known_network": known_network,
+            },
+            policy=policy.for_portal(event.portal, policy.SCHOOLS_PERSONAL_LOGIN, policy.PARENT_OWN_LOGIN),
+            portal=event.portal,
+        )
+
+    def snapshot(self) -> Any:
+        return self.history
+
+    def restore(self, state: Any) -> None:
+        self.history = msgspec.convert(state, dict[str, History]) if state else {}
