@@ -47,14 +47,14 @@ class ImpossibleTravel(Detector):
     Distance is the great-circle distance minus both places' accuracy radii (a mobile network
     geolocated to the carrier's hub with a 1000 km radius is never "far"); it must be at least
     `min_distance_km` at a speed of at least `min_speed_kmh`. The previous place counts until
-    the last activity of its session from the same address. Places that say nothing about
-    where the person is are neither compared nor remembered: allowlisted networks, networks
-    learnt as shared by the organisation, and Tor, VPN, proxy and hosting networks (which
-    `risky_network` reports).
+    the last activity of its session from the same address, or its logout. Places that say
+    nothing about where the person is are neither compared nor remembered: allowlisted
+    networks, networks learnt as shared by the organisation, and Tor, VPN, proxy and hosting
+    networks (which `risky_network` reports).
     """
 
     id = "impossible_travel"
-    event_types = ("login_succeeded", IP_CHANGED)
+    event_types = ("login_succeeded", IP_CHANGED, "logout")
     requires_geoip = True
 
     def __init__(self, settings: ImpossibleTravelSettings, context: DetectorContext) -> None:
@@ -64,6 +64,9 @@ class ImpossibleTravel(Detector):
         self.last: dict[str, LastPlace] = {}
 
     def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
+        if event.type == "logout":
+            self._left(event)
+            return None
         session = account.sessions.get(event.session_id)  # type: ignore[arg-type]
         ip = event.ip
         if session is None or ip is None:
@@ -100,6 +103,17 @@ class ImpossibleTravel(Detector):
             return None
         return [self._alert(event, session.session_id, previous, since, location, distance, beyond, elapsed, speed)]
 
+    def _left(self, event: PortalEvent) -> None:
+        """A logout of the last place's session: the person was still there when logging out."""
+        last = self.last.get(event.account_id)
+        if (
+            last is not None
+            and last.session_id == event.session_id
+            and (event.ip is None or event.ip == last.ip)
+            and event.at > last.at
+        ):
+            last.at = event.at
+
     def _alert(
         self,
         event: PortalEvent,
@@ -114,7 +128,7 @@ class ImpossibleTravel(Detector):
     ) -> Alert:
         at = event.at
         ip = event.ip or ""
-        verb = "logged in" if event.type == "login_succeeded" else "switched its session"
+        verb = "logged in" if event.type == "login_succeeded" else f"continued session {session_id}"
         pace = f"a speed of {speed:,.0f} km/h" if speed is not None else "being in both places at once"
         summary = (
             f"Account {event.account_id} {verb} from {where(location, ip)} at {utc(at):%Y-%m-%d %H:%M}Z, "

@@ -75,7 +75,7 @@ class RiskyNetwork(Detector):
         if info is None or info.allowlisted:
             return None
         at = event.at
-        verb = "logged in" if event.type == "login_succeeded" else "switched its session"
+        verb = "logged in" if event.type == "login_succeeded" else f"continued session {session.session_id}"
         summary = (
             f"Account {event.account_id} {verb} from {where(location, ip)} at {utc(at):%Y-%m-%d %H:%M}Z, "
             f"which the list '{match.list_name}' names as {KIND_TEXT[match.kind]} ({match.entry}): "
