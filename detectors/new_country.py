@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import struct
+from datetime import date
+
 import msgspec
 
 from detectors._places import where
@@ -35,35 +38,44 @@ class NewCountrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     max_networks: int = 8
 
 
+DAY = 86400
+_COUNTRY = struct.Struct("<2sH")  # ISO code, last seen (days since 1970)
+_ASN = struct.Struct("<IH")  # ASN, last seen (days since 1970)
+
+
 class History(msgspec.Struct, array_like=True, gc=False):
     """What one account's located logins have shown: compact and bounded, not a list of logins.
 
-    `places` holds countries (2-letter codes) and ASNs (ints) with the last time seen (Unix
-    seconds), least recently seen dropped past the configured maximum of each.
+    `countries` and `asns` are packed records of (country or ASN, last day seen), at most
+    `max_countries` and `max_networks` of each, the least recently seen dropped first: about
+    200 bytes per account in memory, a few dozen in a checkpoint.
     """
 
-    first_at: int
+    first_at: int  # Unix seconds of the first located login
     logins: int  # located logins counted, up to `baseline_logins`
-    countries: list[str]
-    country_seen: list[int]
-    asns: list[int]
-    asn_seen: list[int]
+    countries: bytes = b""
+    asns: bytes = b""
+
+    def country_days(self) -> list[tuple[str, int]]:
+        return [(code.decode(), day) for code, day in _COUNTRY.iter_unpack(self.countries)]
+
+    def asn_days(self) -> list[tuple[int, int]]:
+        return list(_ASN.iter_unpack(self.asns))
 
 
-def _touch(keys: list, seen: list[int], key: object, at: int, limit: int) -> bool:
-    """Record `key` seen at `at`; True if it was already known. Drops the stalest past `limit`."""
-    try:
-        index = keys.index(key)
-    except ValueError:
-        keys.append(key)
-        seen.append(at)
-        if len(keys) > limit:
-            stalest = seen.index(min(seen))
-            del keys[stalest], seen[stalest]
-        return False
-    if at > seen[index]:
-        seen[index] = at
-    return True
+def _touch(packed: bytes, record: struct.Struct, key: object, day: int, limit: int) -> tuple[bytes, bool]:
+    """`packed` with `key` seen on `day`, and whether it was known. Drops the stalest past `limit`."""
+    entries = list(record.iter_unpack(packed))
+    for index, (known, seen) in enumerate(entries):
+        if known == key:
+            if day > seen:
+                entries[index] = (known, day)
+                return b"".join(record.pack(*entry) for entry in entries), True
+            return packed, True
+    entries.append((key, day))
+    if len(entries) > limit:
+        entries.remove(min(entries, key=lambda entry: entry[1]))
+    return b"".join(record.pack(*entry) for entry in entries), False
 
 
 class NewCountry(Detector):
@@ -105,41 +117,41 @@ class NewCountry(Detector):
             return None
         settings = self.settings
         at = int(event.at)
-        country = location.country
+        day = at // DAY
+        country = location.country.encode("ascii", "replace")[:2]
         asn = location.asn
         history = self.history.get(event.account_id)
         if history is None:
             self.history[event.account_id] = History(
                 first_at=at,
                 logins=1,
-                countries=[country],
-                country_seen=[at],
-                asns=[asn] if asn is not None else [],
-                asn_seen=[at] if asn is not None else [],
+                countries=_COUNTRY.pack(country, day),
+                asns=_ASN.pack(asn, day) if asn is not None else b"",
             )
             return None
         baseline = history.logins >= settings.baseline_logins or at - history.first_at >= settings.baseline_period
-        before = self._known(history)
+        before = history.country_days()
+        known_asns = history.asn_days()
         if at < history.first_at:
             history.first_at = at
         if history.logins < settings.baseline_logins:
             history.logins += 1
-        known_country = _touch(history.countries, history.country_seen, country, at, settings.max_countries)
-        known_network = asn is not None and _touch(history.asns, history.asn_seen, asn, at, settings.max_networks)
+        history.countries, known_country = _touch(history.countries, _COUNTRY, country, day, settings.max_countries)
+        known_network = False
+        if asn is not None:
+            history.asns, known_network = _touch(history.asns, _ASN, asn, day, settings.max_networks)
         if known_country or not baseline:
             return None
-        outside = country not in self.allowed
+        outside = location.country not in self.allowed
         if known_network:
             severity = settings.severity_known_network
         elif outside:
             severity = settings.severity
         else:
             severity = settings.severity_allowed
-        return [self._alert(event, session.session_id, location, before, history, outside, known_network, severity)]
-
-    @staticmethod
-    def _known(history: History) -> list[tuple[str, int]]:
-        return sorted(zip(history.countries, history.country_seen), key=lambda item: -item[1])
+        return [
+            self._alert(event, session.session_id, location, before, known_asns, history, outside, known_network, severity)
+        ]
 
     def _alert(
         self,
@@ -147,6 +159,7 @@ class NewCountry(Detector):
         session_id: str,
         location: Any,
         known: list[tuple[str, int]],
+        known_asns: list[tuple[int, int]],
         history: History,
         outside: bool,
         known_network: bool,
@@ -154,6 +167,7 @@ class NewCountry(Detector):
     ) -> Alert:
         at = event.at
         ip = event.ip or ""
+        known = sorted(known, key=lambda entry: -entry[1])
         codes = ", ".join(code for code, _ in known)
         why = f"a country it had never logged in from (before: {codes} since {utc(history.first_at):%Y-%m-%d})"
         if outside:
@@ -181,10 +195,8 @@ class NewCountry(Detector):
                 "accuracy_radius_km": location.radius_km,
                 "asn": location.asn,
                 "org": location.org,
-                "known_countries": [{"country": code, "last_seen": utc(seen)} for code, seen in known],
-                "known_asns": [
-                    {"asn": asn, "last_seen": utc(seen)} for asn, seen in zip(history.asns, history.asn_seen) if asn != location.asn or known_network
-                ],
+                "known_countries": [{"country": code, "last_seen": _date(day)} for code, day in known],
+                "known_asns": [{"asn": asn, "last_seen": _date(day)} for asn, day in known_asns],
                 "baseline": {"first_login": utc(history.first_at), "located_logins": history.logins},
                 "allowed_countries": sorted(self.allowed),
                 "outside_allowed_countries": outside,
@@ -199,3 +211,7 @@ class NewCountry(Detector):
 
     def restore(self, state: Any) -> None:
         self.history = msgspec.convert(state, dict[str, History]) if state else {}
+
+
+def _date(day: int) -> str:
+    return date.fromordinal(date(1970, 1, 1).toordinal() + day).isoformat()

@@ -15,6 +15,8 @@ from monitor.config import ConfigError
 # `func(args)` returns an exit code; it may be a coroutine function.
 COMMAND_MODULES = (
     "monitor.commands.check_config",
+    "monitor.commands.geoip",
+    "monitor.commands.networks",
 )
 
 EXIT_CONFIG = 2

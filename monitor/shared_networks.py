@@ -147,7 +147,7 @@ class SharedNetworks:
         self._learnt: set[str] = set()  # learnt from this process's own sightings
         self._remote: frozenset[str] = frozenset()  # learnt by the organisation (PostgreSQL)
         self._shared: set[str] = set()  # the union, what detectors read
-        self._dirty: dict[str, set[int]] = {}  # hashes not yet flushed to PostgreSQL
+        self._dirty: set[str] = set()  # networks whose sketch changed since the last flush
         self._observed = 0
         self.clock = 0.0  # latest event time observed
 
@@ -183,12 +183,12 @@ class SharedNetworks:
         sighting = self._seen.get(key)
         if sighting is None:
             sighting = self._seen[key] = Sighting(value, at, at)
-            self._mark(key, value)
+            self._dirty.add(key)
             if len(self._seen) > self.max_tracked:
                 self._evict()
         else:
             if sighting.add(value):
-                self._mark(key, value)
+                self._dirty.add(key)
             if at > sighting.last_seen:
                 sighting.last_seen = at
             elif at < sighting.first_seen:
@@ -206,16 +206,13 @@ class SharedNetworks:
         if self._observed & 4095 == 0:
             self.forget(self.clock - self.forget_after)
 
-    def _mark(self, key: str, value: int) -> None:
-        self._dirty.setdefault(key, set()).add(value)
-
     def forget(self, before: float) -> int:
         """Drop networks not seen since `before` (event time); how many were dropped."""
         stale = [key for key, sighting in self._seen.items() if sighting.last_seen < before]
         for key in stale:
             del self._seen[key]
             self._learnt.discard(key)
-            self._dirty.pop(key, None)
+            self._dirty.discard(key)
         if stale:
             self._shared = self._learnt | self._remote
         return len(stale)
@@ -228,7 +225,7 @@ class SharedNetworks:
         )
         for _, key in candidates[: max(0, len(self._seen) - keep)]:
             del self._seen[key]
-            self._dirty.pop(key, None)
+            self._dirty.discard(key)
 
     # -- the organisation-wide view ----------------------------------------------------------
 
@@ -238,19 +235,22 @@ class SharedNetworks:
         self._shared = self._learnt | self._remote
 
     def take_dirty(self) -> list[tuple[str, list[int], float, float]]:
-        """Sketch updates since the last call: (network, new hashes, first_seen, last_seen)."""
-        dirty, self._dirty = self._dirty, {}
+        """Sketches changed since the last call: (network, hashes, first_seen, last_seen).
+
+        The whole local sketch is sent: a hash it dropped is larger than k others here, so it
+        cannot be among the k smallest of the union either.
+        """
+        dirty, self._dirty = self._dirty, set()
         rows = []
-        for key, values in dirty.items():
+        for key in dirty:
             sighting = self._seen.get(key)
             if sighting is not None:
-                rows.append((key, sorted(values), sighting.first_seen, sighting.last_seen))
+                rows.append((key, sighting.values(), sighting.first_seen, sighting.last_seen))
         return rows
 
     def restore_dirty(self, rows: list[tuple[str, list[int], float, float]]) -> None:
-        """Put back updates a failed flush did not write."""
-        for key, values, _, _ in rows:
-            self._dirty.setdefault(key, set()).update(values)
+        """Mark again the networks a failed flush did not write."""
+        self._dirty.update(key for key, _, _, _ in rows)
 
     def entries(self, min_accounts: int = 1) -> list[NetworkEntry]:
         """Counted networks with at least `min_accounts` accounts, most accounts first."""
