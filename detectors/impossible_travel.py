@@ -23,6 +23,10 @@ class ImpossibleTravelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_on
     """Distance between the two places after subtracting both GeoIP accuracy radii."""
     min_speed_kmh: float = 800.0
     """Speed that distance implies; 800 km/h is about an airliner's cruising speed."""
+    coarse_radius_km: float = 500.0
+    """An IP change inside a session to or from a place GeoIP knows only this well or worse (a
+    mobile carrier's hub, a roaming phone's home country) is the same browser changing networks,
+    not travel: it is neither compared nor remembered. Logins are always compared."""
     severity: Severity = "high"
 
 
@@ -46,7 +50,9 @@ class ImpossibleTravel(Detector):
 
     Distance is the great-circle distance minus both places' accuracy radii (a mobile network
     geolocated to the carrier's hub with a 1000 km radius is never "far"); it must be at least
-    `min_distance_km` at a speed of at least `min_speed_kmh`. The previous place counts until
+    `min_distance_km` at a speed of at least `min_speed_kmh`. A session that switches to or
+    from a network located no better than `coarse_radius_km` (Wi-Fi to a roaming phone's home
+    carrier) is one browser changing networks, not travel. The previous place counts until
     the last activity of its session from the same address, or its logout. Places that say
     nothing about where the person is are neither compared nor remembered: allowlisted
     networks, networks learnt as shared by the organisation, and Tor, VPN, proxy and hosting
@@ -65,7 +71,9 @@ class ImpossibleTravel(Detector):
 
     def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
         if event.type == "logout":
-            self._left(event)
+            last = self.last.get(event.account_id)
+            if last is not None and last.session_id == event.session_id:
+                self._left(last, event)
             return None
         session = account.sessions.get(event.session_id)  # type: ignore[arg-type]
         ip = event.ip
@@ -74,13 +82,23 @@ class ImpossibleTravel(Detector):
         location = session.location
         if location is None or location.latitude is None or location.longitude is None:
             return None
-        if self.geo.unreliable(ip, location, self.networks) is not None:  # type: ignore[union-attr]
-            return None
         at = event.at
         account_id = event.account_id
         previous = self.last.get(account_id)
+        if previous is not None and previous.ip == ip and at >= previous.at:
+            previous.at = at  # the same address again: no move; the common login
+            previous.session_id = session.session_id
+            return None
+        if self.geo.unreliable(ip, location, self.networks) is not None:  # type: ignore[union-attr]
+            return None
+        handover = False
+        if event.type != "login_succeeded" and previous is not None:
+            coarse = self.settings.coarse_radius_km
+            if (location.radius_km or 0.0) >= coarse:
+                return None  # onto a carrier located only to its hub: keep the better place
+            handover = previous.session_id == session.session_id and (previous.location.radius_km or 0.0) >= coarse
         self.last[account_id] = LastPlace(at, ip, session.session_id, location)
-        if previous is None or previous.ip == ip:
+        if previous is None or previous.ip == ip or handover:
             return None
         since = previous.at
         earlier = account.sessions.get(previous.session_id)
@@ -103,15 +121,10 @@ class ImpossibleTravel(Detector):
             return None
         return [self._alert(event, session.session_id, previous, since, location, distance, beyond, elapsed, speed)]
 
-    def _left(self, event: PortalEvent) -> None:
+    @staticmethod
+    def _left(last: LastPlace, event: PortalEvent) -> None:
         """A logout of the last place's session: the person was still there when logging out."""
-        last = self.last.get(event.account_id)
-        if (
-            last is not None
-            and last.session_id == event.session_id
-            and (event.ip is None or event.ip == last.ip)
-            and event.at > last.at
-        ):
+        if (event.ip is None or event.ip == last.ip) and event.at > last.at:
             last.at = event.at
 
     def _alert(

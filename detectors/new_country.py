@@ -41,14 +41,15 @@ class NewCountrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
 DAY = 86400
 _COUNTRY = struct.Struct("<2sH")  # ISO code, last seen (days since 1970)
 _ASN = struct.Struct("<IH")  # ASN, last seen (days since 1970)
+_ASN_KEY = struct.Struct("<I")
 
 
 class History(msgspec.Struct, array_like=True, gc=False):
     """What one account's located logins have shown: compact and bounded, not a list of logins.
 
-    `countries` and `asns` are packed records of (country or ASN, last day seen), at most
-    `max_countries` and `max_networks` of each, the least recently seen dropped first: about
-    200 bytes per account in memory, a few dozen in a checkpoint.
+    `countries` and `asns` are packed records of (country or ASN, last day seen), most recently
+    seen first, at most `max_countries` and `max_networks` of each (the least recently seen is
+    dropped): about 200 bytes per account in memory, a few dozen in a checkpoint.
     """
 
     first_at: int  # Unix seconds of the first located login
@@ -63,19 +64,39 @@ class History(msgspec.Struct, array_like=True, gc=False):
         return list(_ASN.iter_unpack(self.asns))
 
 
+_CODES: dict[str, bytes] = {}
+
+
+def _code(country: str) -> bytes:
+    """The 2-byte form of an ISO country code, memoised (there are about 250)."""
+    code = _CODES.get(country)
+    if code is None:
+        code = _CODES[country] = country.encode("ascii", "replace")[:2].ljust(2)
+    return code
+
+
 def _touch(packed: bytes, record: struct.Struct, key: object, day: int, limit: int) -> tuple[bytes, bool]:
-    """`packed` with `key` seen on `day`, and whether it was known. Drops the stalest past `limit`."""
+    """`packed` with `key` seen on `day` moved to the front, and whether it was already there.
+
+    The usual login repeats the most recent place, which costs one comparison; past `limit`
+    records the last (least recently seen) is dropped.
+    """
+    size = record.size
+    if packed:
+        first, seen = record.unpack_from(packed)
+        if first == key:
+            return (record.pack(key, day) + packed[size:] if day > seen else packed), True
     entries = list(record.iter_unpack(packed))
-    for index, (known, seen) in enumerate(entries):
-        if known == key:
-            if day > seen:
-                entries[index] = (known, day)
-                return b"".join(record.pack(*entry) for entry in entries), True
-            return packed, True
-    entries.append((key, day))
-    if len(entries) > limit:
-        entries.remove(min(entries, key=lambda entry: entry[1]))
-    return b"".join(record.pack(*entry) for entry in entries), False
+    known = False
+    for index, (other, seen) in enumerate(entries):
+        if other == key:
+            del entries[index]
+            day = max(day, seen)
+            known = True
+            break
+    entries.insert(0, (key, day))
+    del entries[limit:]
+    return b"".join(record.pack(*entry) for entry in entries), known
 
 
 class NewCountry(Detector):
@@ -113,14 +134,28 @@ class NewCountry(Detector):
         location = session.location
         if location is None or location.country is None:
             return None
+        at = int(event.at)
+        day = at // DAY
+        country = _code(location.country)
+        asn = location.asn
+        history = self.history.get(event.account_id)
+        if (
+            history is not None
+            and history.countries[:2] == country
+            and asn is not None
+            and history.asns[:4] == _ASN_KEY.pack(asn)
+            and at >= history.first_at
+        ):
+            # the most recent country and network again (the usual login): refresh, no alert
+            settings = self.settings
+            if history.logins < settings.baseline_logins:
+                history.logins += 1
+            history.countries, _ = _touch(history.countries, _COUNTRY, country, day, settings.max_countries)
+            history.asns, _ = _touch(history.asns, _ASN, asn, day, settings.max_networks)
+            return None
         if self.geo.unreliable(ip, location, self.networks) is not None:  # type: ignore[union-attr]
             return None
         settings = self.settings
-        at = int(event.at)
-        day = at // DAY
-        country = location.country.encode("ascii", "replace")[:2]
-        asn = location.asn
-        history = self.history.get(event.account_id)
         if history is None:
             self.history[event.account_id] = History(
                 first_at=at,
@@ -130,8 +165,6 @@ class NewCountry(Detector):
             )
             return None
         baseline = history.logins >= settings.baseline_logins or at - history.first_at >= settings.baseline_period
-        before = history.country_days()
-        known_asns = history.asn_days()
         if at < history.first_at:
             history.first_at = at
         if history.logins < settings.baseline_logins:
@@ -149,25 +182,25 @@ class NewCountry(Detector):
             severity = settings.severity
         else:
             severity = settings.severity_allowed
-        return [
-            self._alert(event, session.session_id, location, before, known_asns, history, outside, known_network, severity)
-        ]
+        return [self._alert(event, session.session_id, location, history, outside, known_network, severity)]
 
     def _alert(
         self,
         event: PortalEvent,
         session_id: str,
         location: Any,
-        known: list[tuple[str, int]],
-        known_asns: list[tuple[int, int]],
         history: History,
         outside: bool,
         known_network: bool,
         severity: str,
     ) -> Alert:
+        # What the history held before this login: the new country (and a new ASN) are first.
+        known = history.country_days()[1:]
+        known_asns = history.asn_days()
+        if location.asn is not None and not known_network:
+            known_asns = known_asns[1:]
         at = event.at
         ip = event.ip or ""
-        known = sorted(known, key=lambda entry: -entry[1])
         codes = ", ".join(code for code, _ in known)
         why = f"a country it had never logged in from (before: {codes} since {utc(history.first_at):%Y-%m-%d})"
         if outside:

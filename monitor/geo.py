@@ -44,6 +44,9 @@ class GeoServices:
         self.risky = risky if risky is not None else RiskyNetworks()
         self.shared = shared if shared is not None else SharedNetworks()
         self._lookup = geoip.lookup if geoip is not None else None
+        # ip -> (egress key, allowlisted, risky match hiding the location): static until reload
+        self._notes: dict[str, tuple[str, bool, RiskMatch | None]] = {}
+        self._notes_size = geoip.cache_size if geoip is not None else 65_536
 
     @classmethod
     def from_settings(cls, settings: Any) -> "GeoServices":
@@ -96,6 +99,7 @@ class GeoServices:
                 log.warning(f"GeoIP reload kept previous databases ({describe_problems(problems)})")
             log.info("geoip databases loaded", databases=self.geoip.loaded())
         self.risky.reload()
+        self._notes = {}
 
     # -- enrichment (called by the shard, before the detectors) ------------------------------
 
@@ -125,14 +129,21 @@ class GeoServices:
         ("allowlisted", None), ("shared", None) or ("risky", match) for Tor, VPN, proxy and
         hosting networks (their `risky_network` alert covers them).
         """
-        info = networks.lookup(ip)
-        if info is None:
-            return ("invalid", None)
-        if info.allowlisted:
+        note = self._notes.get(ip)
+        if note is None:
+            info = networks.lookup(ip)
+            if info is None:
+                return ("invalid", None)
+            match = self.risky.match(ip, location)
+            note = (egress_key(ip, info.network), info.allowlisted, match if match is not None and match.hides_location else None)
+            if len(self._notes) >= self._notes_size:
+                self._notes.clear()
+            self._notes[ip] = note
+        key, allowlisted, risky = note
+        if allowlisted:
             return ("allowlisted", None)
-        if egress_key(ip, info.network) in self.shared:
+        if key in self.shared:
             return ("shared", None)
-        match = self.risky.match(ip, location)
-        if match is not None and match.hides_location:
-            return ("risky", match)
+        if risky is not None:
+            return ("risky", risky)
         return None

@@ -276,16 +276,17 @@ def test_new_country_history_is_small_per_account(demo_dbs: dict[str, str]) -> N
     assert encoded < 300, encoded
 
 
-def test_history_is_bounded() -> None:
+def test_history_is_bounded_most_recent_first() -> None:
     from detectors.new_country import _COUNTRY, _touch
 
     packed = b""
     for n in range(50):
         packed, known = _touch(packed, _COUNTRY, b"%02d" % n, n, 8)
         assert not known
-    assert [code for code, _ in _COUNTRY.iter_unpack(packed)] == [b"%02d" % n for n in range(42, 50)]
+    assert [code for code, _ in _COUNTRY.iter_unpack(packed)] == [b"%02d" % n for n in range(49, 41, -1)]
     packed, known = _touch(packed, _COUNTRY, b"45", 60, 8)
-    assert known and dict(_COUNTRY.iter_unpack(packed))[b"45"] == 60
+    assert known and list(_COUNTRY.iter_unpack(packed))[0] == (b"45", 60)
+    assert _touch(packed, _COUNTRY, b"45", 59, 8) == (packed, True)  # a late login keeps the later day
 
 
 # -- the command line -----------------------------------------------------------------------------
