@@ -37,7 +37,8 @@ class Detector:
     id: ClassVar[str]
     event_types: ClassVar[tuple[str, ...]]
     requires_geoip: ClassVar[bool] = False
-    """True for detectors that need a GeoIP City database; not built without one."""
+    """True for detectors that need a GeoIP City database: they stay idle (sessions carry no
+    location) until one can be read, and `GeoServices` warns once that they are disabled."""
 
     def on_event(self, event: PortalEvent, account: AccountState) -> Sequence[Alert] | None:
         """Called for each event of a type in `event_types`, after the session table saw it."""

@@ -26,13 +26,9 @@ def detector_ids() -> tuple[str, ...]:
 
 def build_detectors(settings: Any, context: DetectorContext) -> list[Detector]:
     """The enabled detectors, each given its own settings section and the shard's context."""
-    located = context.geo is not None and context.geo.located
     built = []
     for detector_id, factory in DETECTORS.items():
         section = getattr(settings, detector_id)
-        if not section.enabled:
-            continue
-        if getattr(factory, "requires_geoip", False) and not located:
-            continue  # GeoServices.from_settings has warned once
-        built.append(factory(section, context))
+        if section.enabled:
+            built.append(factory(section, context))
     return built

@@ -27,7 +27,7 @@ from monitor.risky import RiskMatch, RiskyNetworks
 from monitor.sessions import Session
 from monitor.shared_networks import SharedNetworks, egress_key
 
-# Detectors that need `geoip.city_db`; they are not built without it.
+# Detectors that need `geoip.city_db`; without it they see no locations and stay idle.
 LOCATION_DETECTORS: tuple[str, ...] = ("impossible_travel", "new_country")
 
 
@@ -73,7 +73,8 @@ class GeoServices:
             else:
                 why = "geoip.city_db is not set"
             log.warning(
-                f"GeoIP city database unavailable ({why}): location detectors disabled",
+                f"GeoIP city database unavailable ({why}): location detectors disabled "
+                "until one can be read (reopened on SIGHUP)",
                 disabled=wanted,
                 hint="set geoip.city_db to a GeoLite2-City .mmdb kept fresh by geoipupdate, "
                 "or run `python -m monitor.geoip_demo DIR` for demo databases",
@@ -91,7 +92,11 @@ class GeoServices:
         return self.geoip is not None and self.geoip.has_city
 
     def reload(self) -> None:
-        """Reopen the GeoIP databases and reread the risky lists (call on SIGHUP)."""
+        """Reopen the GeoIP databases and reread the risky lists (call on SIGHUP).
+
+        Each is swapped in with one assignment; a file that fails keeps its previous version.
+        A City database that appears now enables the location detectors from the next login.
+        """
         log = structlog.get_logger()
         if self.geoip is not None:
             problems = self.geoip.reload()

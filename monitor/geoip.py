@@ -229,6 +229,3 @@ def _resolve(state: _Readers, ip: str) -> Location | None:
 def describe_problems(problems: list[OpenProblem]) -> str:
     return "; ".join(f"{p.key} {p.path}: {p.error}" for p in problems)
 
-
-def log_loaded(geoip: GeoIP) -> None:
-    structlog.get_logger().info("geoip databases loaded", databases=geoip.loaded())

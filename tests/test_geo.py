@@ -77,11 +77,35 @@ def test_unreadable_database_warns_and_disables(tmp_path: Path) -> None:
         geo = GeoServices.from_settings(settings)
         shard = build_shard(settings, 0, geo=geo)
         shard.process([(0, login(1, "a", "81.2.69.10", "2026-03-02T09:00:00Z"))])
+        shard.drain()
     warnings = [entry for entry in logs if entry["log_level"] == "warning"]
     assert len(warnings) == 1
     assert "not a readable MaxMind database" in warnings[0]["event"]
     assert warnings[0]["disabled"] == ["impossible_travel", "new_country"]
-    assert {d.id for d in shard.detectors} == {"simultaneous_logins", "risky_network"}
+    assert shard.sessions.accounts["a"].sessions["s1"].location is None  # nothing to compare
+
+
+def test_reload_enables_location_detectors_once_the_database_appears(tmp_path: Path) -> None:
+    """geoipupdate's first download may land after the monitor started: SIGHUP is enough."""
+    city = tmp_path / "GeoLite2-City.mmdb"
+    with structlog.testing.capture_logs() as logs:
+        settings = geo_settings({"city_db": str(city)})
+        geo = GeoServices.from_settings(settings)
+        shard = build_shard(settings, 0, geo=geo)
+    assert "file not found" in logs[0]["event"] and not geo.located
+    shard.process([(0, login(1, "a", "81.2.69.10", "2026-03-02T09:00:00Z"))])
+    write_databases(SAMPLE_NETWORKS, tmp_path / "download")
+    (tmp_path / "download" / "demo-City.mmdb").rename(city)
+    geo.reload()
+    assert geo.located
+    found = shard.process(
+        [
+            (1, login(2, "a", "81.2.69.10", "2026-03-02T10:00:00Z")),
+            (2, login(3, "a", "102.89.3.3", "2026-03-02T11:00:00Z")),
+        ]
+    )
+    found.extend(shard.drain())
+    assert [a.detector for a in found.alerts if a.detector != "simultaneous_logins"] == ["impossible_travel"]
 
 
 def test_wrong_database_type_is_refused(demo_dbs: dict[str, str]) -> None:

@@ -64,3 +64,4 @@ def write_demo(args: argparse.Namespace) -> int:
 
     argv = [args.directory] + (["--records", args.records] if args.records else [])
     return main(argv)
+

@@ -151,3 +151,4 @@ def _days(seconds: float) -> str:
     if seconds >= 86400:
         return f"{seconds / 86400:g} d"
     return f"{seconds / 3600:g} h"
+
