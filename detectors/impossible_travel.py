@@ -100,6 +100,8 @@ class ImpossibleTravel(Detector):
         self.last[account_id] = LastPlace(at, ip, session.session_id, location)
         if previous is None or previous.ip == ip or handover:
             return None
+        if self.geo.unreliable(previous.ip, previous.location, self.networks) is not None:  # type: ignore[union-attr]
+            return None  # learnt as shared (or allowlisted, or listed) since it was remembered
         since = previous.at
         earlier = account.sessions.get(previous.session_id)
         if (

@@ -4,6 +4,9 @@ A shard owns the state of the accounts in its partition. For each batch it decod
 record once, drops redeliveries, holds events in a reorder buffer until the event-time
 watermark (max event time seen minus the allowed lateness) passes them, then runs them in
 event-time order through the session table and the detectors interested in their type.
+Logins, and page views that change their session's IP address, are located by the process's
+`GeoServices` right after the session table saw them and before any detector; detectors that
+list `IP_CHANGED` are called for those page views only.
 Everything here is synchronous: the only awaits are at the edges (sources and sinks).
 """
 
