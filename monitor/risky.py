@@ -17,6 +17,7 @@ The daemon calls it on SIGHUP.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
@@ -183,15 +184,17 @@ class RiskyNetworks:
     def _resolve(self, lists: tuple[RiskyList, ...], ip: str, location: Location | None) -> RiskMatch | None:
         asn = location.asn if location is not None else None
         if lists:
-            try:
-                address = ipaddress.ip_address(ip)
-            except ValueError:
+            try:  # inet_pton is C: far cheaper than ipaddress on the first sight of an address
+                if ":" in ip:
+                    version, value = 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
+                    if value >> 32 == 0xFFFF:  # IPv4-mapped
+                        version, value = 4, value & 0xFFFFFFFF
+                else:
+                    version, value = 4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+            except OSError:
                 return None
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            value = int(address)
             for risky in lists:
-                entry = risky.match(address.version, value, asn)
+                entry = risky.match(version, value, asn)
                 if entry is not None:
                     return RiskMatch(risky.name, risky.kind, entry)
         if self.use_anonymous_db and location is not None and location.anonymous:
