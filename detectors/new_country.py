@@ -75,28 +75,34 @@ def _code(country: str) -> bytes:
     return code
 
 
-def _touch(packed: bytes, record: struct.Struct, key: object, day: int, limit: int) -> tuple[bytes, bool]:
-    """`packed` with `key` seen on `day` moved to the front, and whether it was already there.
+def _find(packed: bytes, record: struct.Struct, key: bytes) -> int:
+    """Offset of the record whose key bytes are `key`, or -1 (a C-speed search)."""
+    size = record.size
+    index = packed.find(key)
+    while index >= 0 and index % size:
+        index = packed.find(key, index + 1)
+    return index
 
-    The usual login repeats the most recent place, which costs one comparison; past `limit`
-    records the last (least recently seen) is dropped.
+
+def _touch(packed: bytes, record: struct.Struct, key: bytes, day: int, limit: int) -> tuple[bytes, bool]:
+    """`packed` with `key` (the record's key field as bytes) seen on `day`; whether it was known.
+
+    A place seen again the same day costs a search and nothing else; a place seen on a new day
+    moves to the front; past `limit` records the last (least recently seen) is dropped.
     """
     size = record.size
-    if packed:
-        first, seen = record.unpack_from(packed)
-        if first == key:
-            return (record.pack(key, day) + packed[size:] if day > seen else packed), True
-    entries = list(record.iter_unpack(packed))
-    known = False
-    for index, (other, seen) in enumerate(entries):
-        if other == key:
-            del entries[index]
-            day = max(day, seen)
-            known = True
-            break
-    entries.insert(0, (key, day))
-    del entries[limit:]
-    return b"".join(record.pack(*entry) for entry in entries), known
+    index = _find(packed, record, key)
+    if index >= 0:
+        seen = record.unpack_from(packed, index)[1]
+        if day <= seen:
+            return packed, True
+        updated = record.pack(record.unpack_from(packed, index)[0], day)
+        return updated + packed[:index] + packed[index + size :], True
+    return (record.pack(_key_value(record, key), day) + packed)[: limit * size], False
+
+
+def _key_value(record: struct.Struct, key: bytes) -> object:
+    return key if record is _COUNTRY else _ASN_KEY.unpack(key)[0]
 
 
 class NewCountry(Detector):
@@ -138,24 +144,25 @@ class NewCountry(Detector):
         day = at // DAY
         country = _code(location.country)
         asn = location.asn
+        asn_key = _ASN_KEY.pack(asn) if asn is not None else b""
         history = self.history.get(event.account_id)
+        settings = self.settings
         if (
             history is not None
-            and history.countries[:2] == country
-            and asn is not None
-            and history.asns[:4] == _ASN_KEY.pack(asn)
-            and at >= history.first_at
+            and _find(history.countries, _COUNTRY, country) >= 0
+            and (not asn_key or _find(history.asns, _ASN, asn_key) >= 0)
         ):
-            # the most recent country and network again (the usual login): refresh, no alert
-            settings = self.settings
+            # a known country from a known network (the usual login): refresh, never an alert
             if history.logins < settings.baseline_logins:
                 history.logins += 1
+            if at < history.first_at:
+                history.first_at = at
             history.countries, _ = _touch(history.countries, _COUNTRY, country, day, settings.max_countries)
-            history.asns, _ = _touch(history.asns, _ASN, asn, day, settings.max_networks)
+            if asn_key:
+                history.asns, _ = _touch(history.asns, _ASN, asn_key, day, settings.max_networks)
             return None
         if self.geo.unreliable(ip, location, self.networks) is not None:  # type: ignore[union-attr]
             return None
-        settings = self.settings
         if history is None:
             self.history[event.account_id] = History(
                 first_at=at,
@@ -171,8 +178,8 @@ class NewCountry(Detector):
             history.logins += 1
         history.countries, known_country = _touch(history.countries, _COUNTRY, country, day, settings.max_countries)
         known_network = False
-        if asn is not None:
-            history.asns, known_network = _touch(history.asns, _ASN, asn, day, settings.max_networks)
+        if asn_key:
+            history.asns, known_network = _touch(history.asns, _ASN, asn_key, day, settings.max_networks)
         if known_country or not baseline:
             return None
         outside = location.country not in self.allowed

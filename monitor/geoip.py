@@ -85,7 +85,8 @@ class _Readers(NamedTuple):
     city: Any
     asn: Any
     anonymous: Any
-    cache: dict[str, Location | None]
+    cache: dict[str, Location | None]  # by address as written in events
+    blocks: dict[str, Location | None]  # by IPv4 /24 ("31.94.12") where every database's network covers it
 
 
 def open_reader(key: str, path: str) -> tuple[Any, OpenProblem | None]:
@@ -112,7 +113,7 @@ class GeoIP:
     def __init__(self, city_db: str = "", asn_db: str = "", anonymous_db: str = "", cache_size: int = 65_536) -> None:
         self.paths = {"city_db": city_db, "asn_db": asn_db, "anonymous_db": anonymous_db}
         self.cache_size = cache_size
-        self._state = _Readers(None, None, None, {})
+        self._state = _Readers(None, None, None, {}, {})
         self.problems: list[OpenProblem] = []
 
     @classmethod
@@ -148,7 +149,7 @@ class GeoIP:
                 if keep is not None:
                     reader = keep[index]
             readers.append(reader)
-        self._state = _Readers(readers[0], readers[1], readers[2], {})
+        self._state = _Readers(readers[0], readers[1], readers[2], {}, {})
         return problems
 
     def loaded(self) -> dict[str, str]:
@@ -167,38 +168,52 @@ class GeoIP:
         location = cache.get(ip, _MISSING)
         if location is not _MISSING:
             return location  # type: ignore[return-value]
-        location = _resolve(state, ip)
         if len(cache) >= self.cache_size:
             cache.clear()
+            state.blocks.clear()
+        block = ip[: ip.rfind(".")] if ":" not in ip else None
+        if block is not None:
+            # Most databases store IPv4 networks of /24 or wider: another address of a /24
+            # whose networks all cover it (an ISP's or a carrier's pool) needs no lookup.
+            location = state.blocks.get(block, _MISSING)
+            if location is not _MISSING:
+                cache[ip] = location  # type: ignore[assignment]
+                return location  # type: ignore[return-value]
+        location, prefix = _resolve(state, ip)
+        if block is not None and prefix <= 24:
+            state.blocks[block] = location
         cache[ip] = location
         return location
 
 
-def _get(reader: Any, address: str) -> dict | None:
+def _get(reader: Any, address: str) -> tuple[dict | None, int]:
+    """The record for `address` and the prefix length of the network it holds (0: no reader)."""
     if reader is None:
-        return None
+        return None, 0
     try:
-        record = reader.get(address)
+        record, prefix = reader.get_with_prefix_len(address)
     except ValueError:  # an IPv6 address in an IPv4-only database, or not an address
-        return None
-    return record if isinstance(record, dict) else None
+        return None, 128
+    return (record if isinstance(record, dict) else None), prefix
 
 
-def _resolve(state: _Readers, ip: str) -> Location | None:
+def _resolve(state: _Readers, ip: str) -> tuple[Location | None, int]:
+    """Where `ip` is, and the longest prefix among the databases' networks holding it."""
     address = ip
     if ":" in ip:
         try:
             parsed = ipaddress.ip_address(ip)
         except ValueError:
-            return None
+            return None, 128
         mapped = getattr(parsed, "ipv4_mapped", None)
         if mapped is not None:
             address = str(mapped)
-    city = _get(state.city, address)
-    asn = _get(state.asn, address)
-    anonymous = _get(state.anonymous, address)
+    city, city_prefix = _get(state.city, address)
+    asn, asn_prefix = _get(state.asn, address)
+    anonymous, anonymous_prefix = _get(state.anonymous, address)
+    prefix = max(city_prefix, asn_prefix, anonymous_prefix)
     if city is None and asn is None and anonymous is None:
-        return None
+        return None, prefix
     fields: dict[str, Any] = {}
     if city is not None:
         country = (city.get("country") or city.get("registered_country") or {}).get("iso_code")
@@ -223,7 +238,7 @@ def _resolve(state: _Readers, ip: str) -> Location | None:
         flags = tuple(flag for flag in ANONYMOUS_FLAGS if anonymous.get(flag))
         if flags:
             fields["anonymous"] = flags
-    return Location(**fields)
+    return Location(**fields), prefix
 
 
 def describe_problems(problems: list[OpenProblem]) -> str:

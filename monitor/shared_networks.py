@@ -149,6 +149,7 @@ class SharedNetworks:
         self._shared: set[str] = set()  # the union, what detectors read
         self._dirty: set[str] = set()  # networks whose sketch changed since the last flush
         self._observed = 0
+        self._hashes: dict[str, int] = {}  # account id -> account_hash, bounded
         self.clock = 0.0  # latest event time observed
 
     @classmethod
@@ -179,7 +180,11 @@ class SharedNetworks:
         """One successful login of `account_id` from egress network `key` at event time `at`."""
         if not self.enabled:
             return
-        value = account_hash(account_id)
+        value = self._hashes.get(account_id)
+        if value is None:
+            if len(self._hashes) >= 100_000:
+                self._hashes.clear()
+            value = self._hashes[account_id] = account_hash(account_id)
         sighting = self._seen.get(key)
         if sighting is None:
             sighting = self._seen[key] = Sighting(value, at, at)

@@ -287,6 +287,7 @@ def test_new_country_history_is_small_per_account(demo_dbs: dict[str, str]) -> N
     shard.drain()
     shard.sessions.accounts.clear()  # leave only the detectors' state
     shard.sessions._expiry.clear()
+    shard.geo.shared._hashes.clear()  # a bounded per-process cache, not per-account state
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     detectors = {d.id: d for d in shard.detectors}
@@ -301,7 +302,7 @@ def test_new_country_history_is_small_per_account(demo_dbs: dict[str, str]) -> N
 
 
 def test_history_is_bounded_most_recent_first() -> None:
-    from detectors.new_country import _COUNTRY, _touch
+    from detectors.new_country import _ASN, _ASN_KEY, _COUNTRY, _touch
 
     packed = b""
     for n in range(50):
@@ -311,6 +312,11 @@ def test_history_is_bounded_most_recent_first() -> None:
     packed, known = _touch(packed, _COUNTRY, b"45", 60, 8)
     assert known and list(_COUNTRY.iter_unpack(packed))[0] == (b"45", 60)
     assert _touch(packed, _COUNTRY, b"45", 59, 8) == (packed, True)  # a late login keeps the later day
+    assert _touch(packed, _COUNTRY, b"45", 60, 8) == (packed, True)  # the same day: nothing to do
+    # a key that only appears across two records' bytes is not a match
+    asns = _ASN.pack(0x01020304, 0x0506) + _ASN.pack(0x0708090A, 0)
+    assert not _touch(asns, _ASN, bytes([0x06, 0x05, 0x0A, 0x09]), 1, 8)[1]
+    assert _touch(asns, _ASN, _ASN_KEY.pack(0x0708090A), 1, 8)[1]
 
 
 # -- the command line -----------------------------------------------------------------------------
