@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 
 import maxminddb
 import msgspec
-import structlog
 
 # Accepted `database_type` metadata (substring match) per configured database.
 EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
