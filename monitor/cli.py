@@ -14,6 +14,8 @@ from monitor.config import ConfigError
 # Each module has `register(subcommands)`, adding its parsers with `set_defaults(func=...)`.
 # `func(args)` returns an exit code; it may be a coroutine function.
 COMMAND_MODULES = (
+    "monitor.commands.run",
+    "monitor.commands.replay",
     "monitor.commands.check_config",
 )
 

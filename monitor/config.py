@@ -87,6 +87,8 @@ class KafkaSettings(Section):
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     ssl_check_hostname: bool = True
+    idempotent_producer: bool = True
+    """Idempotent producers for dead letters and alerts; turn off for brokers without InitProducerId (tansu)."""
 
 
 class SourceSettings(Section):

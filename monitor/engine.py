@@ -155,8 +155,7 @@ class Shard:
             self._next_offset = offset + 1
         self.max_event_time = max_at
         self.advance(max_at - lateness)
-        findings, self._findings = self._findings, Findings()
-        return findings
+        return self.take_findings()
 
     def advance(self, watermark: float) -> None:
         """Move the event-time clock to `watermark` (never back): release, expire, tick."""
@@ -184,6 +183,10 @@ class Shard:
         """Release everything still buffered (end of a replayed file, or shutdown)."""
         if self._buffer:
             self.advance(max(self._buffer)[0])
+        return self.take_findings()
+
+    def take_findings(self) -> Findings:
+        """What the shard produced since the last call, handed over once."""
         findings, self._findings = self._findings, Findings()
         return findings
 
@@ -248,6 +251,7 @@ class Shard:
     def _reject(self, rejection: Rejection, offset: int, raw: bytes | str) -> None:
         self.rejections[rejection.reason] = self.rejections.get(rejection.reason, 0) + 1
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
+        text = text.rstrip("\r\n")
         self._findings.dead_letters.append(
             DeadLetter(reason=rejection.reason, detail=rejection.detail, partition=self.partition, offset=offset, raw=text)
         )

@@ -1,0 +1,92 @@
+"""The composition root: settings in, every client, detector and sink built and wired here.
+
+Nothing else in the code base creates a client or reads configuration; parts receive what
+they need as arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from detectors.registry import detector_ids
+from monitor.config import Settings
+from monitor.http import HttpServer, build_app
+from monitor.kafka import client_options
+from monitor.metrics import Metrics
+from monitor.pipeline import Pipeline
+from monitor.service import Service
+from monitor.shards import build_shard
+from monitor.sources.kafka import KafkaEventSource
+from sinks.dead_letters import KafkaDeadLetters
+from sinks.jsonl import JsonlAlertSink
+from sinks.postgres import PostgresSink
+
+log = structlog.get_logger("monitor.app")
+
+
+async def connect_store(settings: Settings, stop: asyncio.Event):
+    """Connect and migrate, retrying with backoff until it works or a stop is requested."""
+    from monitor import store
+
+    delay = 0.5
+    while True:
+        try:
+            pool = await store.connect(settings.postgres)
+            await store.migrate(pool)
+            return pool
+        except (OSError, asyncio.TimeoutError, Exception) as error:  # noqa: B014 - asyncpg raises many kinds
+            if stop.is_set():
+                raise
+            log.warning("store not reachable, retrying", error=f"{type(error).__name__}: {error}", retry_in=delay)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            if stop.is_set():
+                raise
+            delay = min(delay * 2, 30)
+
+
+def build_service(settings: Settings) -> Service:
+    """The live daemon, fully wired but not started."""
+    from aiokafka import AIOKafkaProducer
+
+    sinks: list = []
+    starters: list = []
+    closers: list = []
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all", enable_idempotence=settings.kafka.idempotent_producer)
+    sinks.append(KafkaDeadLetters(producer, settings.source.dead_letter_topic))
+    if settings.sinks.jsonl.enabled:
+        sinks.append(JsonlAlertSink(settings.sinks.jsonl.path, settings.sinks.jsonl.min_severity))
+    postgres_sink = None
+    if settings.sinks.postgres.enabled:
+        postgres_sink = PostgresSink(pool=None, min_severity=settings.sinks.postgres.min_severity)
+        sinks.append(postgres_sink)
+    metrics = Metrics(detector_ids(), [sink.name for sink in sinks])
+    pipeline = Pipeline(lambda partition: build_shard(settings, partition), sinks, metrics)
+    source = KafkaEventSource(settings.kafka, settings.source)
+    service = Service(settings, pipeline, source, starters, closers)
+
+    if settings.http.enabled:
+        http = HttpServer(build_app(metrics, service.readiness), settings.http.host, settings.http.port)
+        starters.append(http.start)
+        closers.append(http.close)
+
+    if postgres_sink is not None:
+        async def start_store() -> None:
+            postgres_sink.pool = await connect_store(settings, service.stop_requested)
+
+        async def close_store() -> None:
+            if postgres_sink.pool is not None:
+                await postgres_sink.pool.close()
+
+        starters.append(start_store)
+        closers.append(close_store)
+
+    starters.append(producer.start)
+    starters.append(pipeline.start_sinks)
+    closers.append(pipeline.close_sinks)
+    closers.append(producer.stop)
+    return service

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.servers import PostgresServer, TansuBroker
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    return PostgresServer()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer):
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = asyncio.run(postgres_server.create_database())
+    yield postgres_server.dsn_for(name)
+    asyncio.run(postgres_server.drop_database(name))
+
+
+@pytest.fixture
+def kafka_broker():
+    """A fresh tansu broker for one test (memory storage, so nothing leaks between tests)."""
+    broker = TansuBroker().start()
+    yield broker
+    broker.stop()

