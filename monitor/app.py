@@ -11,6 +11,7 @@ import asyncio
 import structlog
 
 from detectors.registry import detector_ids
+from monitor.checkpoints import CheckpointStore
 from monitor.config import Settings
 from monitor.http import HttpServer, build_app
 from monitor.kafka import client_options
@@ -77,6 +78,10 @@ def build_service(settings: Settings) -> Service:
     if postgres_sink is not None:
         async def start_store() -> None:
             postgres_sink.pool = await connect_store(settings, service.stop_requested)
+            if settings.checkpoint.enabled:
+                service.checkpoints = CheckpointStore(
+                    postgres_sink.pool, settings.source.group_id, settings.source.topic
+                )
 
         async def close_store() -> None:
             if postgres_sink.pool is not None:

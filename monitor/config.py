@@ -68,6 +68,12 @@ class HttpSettings(Section):
     enabled: bool = True
 
 
+class ServiceSettings(Section):
+    shutdown_timeout: Seconds = Seconds(20)
+    """After SIGTERM, how long to keep trying to deliver the batch in hand before exiting
+    without committing it (it is read again on restart, so nothing is lost)."""
+
+
 class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -120,6 +126,17 @@ class EngineSettings(Section):
     allowed_lateness: Seconds = Seconds(2)
     dedup_window: int = 200_000
     wall_clock_grace: Seconds = Seconds(30)
+    max_clock_skew: Seconds = Seconds(300)
+    """Events stamped further ahead of the wall clock are dead letters (`future_timestamp`):
+    one producer with a wrong clock must not fast-forward event time for every account."""
+
+
+class CheckpointSettings(Section):
+    """Per-partition state checkpoints in PostgreSQL, written with the partition's offset."""
+
+    enabled: bool = True
+    interval: Seconds = Seconds(5)
+    every_events: int = 100_000
 
 
 class SessionSettings(Section):
@@ -157,12 +174,14 @@ class SinkSettings(Section):
 
 
 class Settings(Section):
+    service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
     kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     source: SourceSettings = msgspec.field(default_factory=SourceSettings)
     postgres: PostgresSettings = msgspec.field(default_factory=PostgresSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
+    checkpoint: CheckpointSettings = msgspec.field(default_factory=CheckpointSettings)
     sessions: SessionSettings = msgspec.field(default_factory=SessionSettings)
     networks: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     detectors: DetectorSettings = msgspec.field(default_factory=DetectorSettings)

@@ -22,6 +22,7 @@ REJECTION_REASONS: tuple[str, ...] = (
     "bad_timestamp",
     "bad_ip",
     "bad_field",
+    "future_timestamp",
 )
 
 

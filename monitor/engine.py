@@ -10,6 +10,7 @@ Everything here is synchronous: the only awaits are at the edges (sources and si
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
 from typing import Iterable, Sequence
 
@@ -19,10 +20,27 @@ from detectors.base import Detector
 from monitor.alerts import Alert
 from monitor.decode import EventDecoder, Rejection
 from monitor.events import EVENT_TYPES, PortalEvent
-from monitor.sessions import Session, SessionTable
+from monitor.sessions import AccountState, Session, SessionTable
 
 OUTCOMES: tuple[str, ...] = ("processed", "late", "duplicate")
 NO_WATERMARK = float("-inf")
+SNAPSHOT_VERSION = 1
+
+
+class ShardSnapshot(msgspec.Struct, array_like=True):
+    """A shard's state as checkpointed with its offset: enough to carry on elsewhere.
+
+    The reorder buffer is not in it: the checkpoint's offset is the oldest buffered record, so
+    those records are read again; the recent event ids make the re-read of records that were
+    already processed a no-op.
+    """
+
+    version: int
+    watermark: float
+    max_event_time: float
+    recent_event_ids: list[str]
+    accounts: list[AccountState]
+    detectors: dict[str, msgspec.Raw]
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -82,6 +100,13 @@ class RedeliveryWindow:
         self._ids: set[str] = set()
         self._order: deque[str] = deque()
 
+    def recent(self) -> list[str]:
+        return list(self._order)
+
+    def load(self, event_ids: list[str]) -> None:
+        self._order = deque(event_ids[-self.size :])
+        self._ids = set(self._order)
+
     def seen(self, event_id: str) -> bool:
         """True if `event_id` was seen before; otherwise remember it."""
         ids = self._ids
@@ -107,12 +132,14 @@ class Shard:
         detectors: Sequence[Detector],
         allowed_lateness: float,
         dedup_window: int,
+        max_clock_skew: float = 300.0,
     ) -> None:
         self.partition = partition
         self.decoder = decoder
         self.sessions = sessions
         self.detectors = list(detectors)
         self.allowed_lateness = allowed_lateness
+        self.max_clock_skew = max_clock_skew
         self.redeliveries = RedeliveryWindow(dedup_window)
         self.max_event_time = NO_WATERMARK
         self.watermark = NO_WATERMARK
@@ -138,12 +165,16 @@ class Shard:
         buffer = self._buffer
         lateness = self.allowed_lateness
         max_at = self.max_event_time
+        horizon = time.time() + self.max_clock_skew
         for offset, raw in records:
             event = decode(raw)
             if type(event) is Rejection:
                 self._reject(event, offset, raw)
                 continue
             at = event.at  # type: ignore[union-attr]
+            if at > horizon:
+                self._reject(Rejection("future_timestamp", f"ts {event.ts.isoformat()} is more than {self.max_clock_skew:.0f} s ahead of the clock"), offset, raw)  # type: ignore[union-attr]
+                continue
             if at > max_at:
                 max_at = at
             if lateness <= 0 or at < self.watermark:
@@ -171,9 +202,7 @@ class Shard:
         pending = self._pending_offsets
         while pending and pending[0] in released:
             released.discard(pending.popleft())
-        for session in self.sessions.expire(watermark):
-            if session.flagged:
-                self._flag(session, ())
+        self.sessions.expire(watermark)
         for tick in self._ticks:
             alerts = tick(watermark)
             if alerts:
@@ -187,6 +216,12 @@ class Shard:
 
     def take_findings(self) -> Findings:
         """What the shard produced since the last call, handed over once."""
+        closed = self.sessions.closed
+        if closed:
+            for session in closed:
+                if session.flagged:
+                    self._flag(session, ())
+            closed.clear()
         findings, self._findings = self._findings, Findings()
         return findings
 
@@ -195,6 +230,41 @@ class Shard:
         if self._pending_offsets:
             return self._pending_offsets[0]
         return self._next_offset
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The shard's state for a checkpoint, to be stored with `commit_offset()`."""
+        encode = msgspec.msgpack.encode
+        detectors = {}
+        for detector in self.detectors:
+            state = detector.snapshot()
+            if state is not None:
+                detectors[detector.id] = msgspec.Raw(encode(state))
+        return encode(
+            ShardSnapshot(
+                version=SNAPSHOT_VERSION,
+                watermark=self.watermark,
+                max_event_time=self.max_event_time,
+                recent_event_ids=self.redeliveries.recent(),
+                accounts=list(self.sessions.accounts.values()),
+                detectors=detectors,
+            )
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Load a checkpoint written by `snapshot` into this fresh shard."""
+        snapshot = msgspec.msgpack.decode(data, type=ShardSnapshot)
+        if snapshot.version != SNAPSHOT_VERSION:
+            raise ValueError(f"checkpoint version {snapshot.version} is not {SNAPSHOT_VERSION}")
+        self.watermark = snapshot.watermark
+        self.max_event_time = snapshot.max_event_time
+        self.redeliveries.load(snapshot.recent_event_ids)
+        self.sessions.load(snapshot.accounts)
+        for detector in self.detectors:
+            raw = snapshot.detectors.get(detector.id)
+            if raw is not None:
+                detector.restore(msgspec.msgpack.decode(raw))
 
     # -- one event ---------------------------------------------------------------------------
 

@@ -111,6 +111,12 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.checkpoint_age = Gauge(
+            "portal_monitor_checkpoint_age_seconds",
+            "Seconds since the partition's state and offset were last checkpointed.",
+            ["partition"],
+            registry=registry,
+        )
         self.last_commit = Gauge(
             "portal_monitor_last_commit_timestamp_seconds",
             "Wall-clock Unix time of the last successful offset commit.",

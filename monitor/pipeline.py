@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -42,7 +42,7 @@ class Pipeline:
         self.shards: dict[int, Shard] = {}
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self.stopping = asyncio.Event()
+        self.give_up = asyncio.Event()  # set when a shutdown deadline passes
         self.events_seen = 0
         self.alerts_raised = 0
 
@@ -110,10 +110,15 @@ class Pipeline:
         m.open_sessions.set(open_sessions)
         m.tracked_accounts.set(accounts)
 
-    async def deliver(self, findings: Findings) -> None:
-        """Hand the findings to every sink; return once all acknowledged. Retries, never drops."""
+    async def deliver(self, findings: Findings, keepalive: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Hand the findings to every sink; True once all acknowledged.
+
+        Retries with backoff while a sink fails, calling `keepalive` between tries (the Kafka
+        source uses it to stay in its group with consumption paused). Returns False only when
+        `give_up` is set (a shutdown deadline): the caller must then not commit.
+        """
         if not findings:
-            return
+            return True
         for alert in findings.alerts:
             self.metrics.alerts.labels(alert.detector, alert.severity).inc()
         self.alerts_raised += len(findings.alerts)
@@ -123,12 +128,20 @@ class Pipeline:
             results = await asyncio.gather(*(self._write(sink, findings) for sink in pending))
             pending = [sink for sink, ok in zip(pending, results) if not ok]
             if not pending:
-                return
+                return True
+            if self.give_up.is_set():
+                return False
             for sink in pending:
                 self.metrics.sink_deliveries.labels(sink.name, "retried").inc()
             log.warning("sink unavailable, retrying", sinks=[s.name for s in pending], retry_in=delay)
-            await asyncio.sleep(delay)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not self.give_up.is_set():
+                if keepalive is not None:
+                    await keepalive()
+                else:
+                    await asyncio.sleep(min(0.2, delay))
             delay = min(delay * 2, self.retry_max)
+        return True
 
     async def _write(self, sink: Sink, findings: Findings) -> bool:
         started = time.perf_counter()

@@ -28,4 +28,5 @@ def build_shard(settings: Settings, partition: int) -> Shard:
         detectors=build_detectors(settings.detectors, context),
         allowed_lateness=settings.engine.allowed_lateness,
         dedup_window=settings.engine.dedup_window,
+        max_clock_skew=settings.engine.max_clock_skew,
     )
