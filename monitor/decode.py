@@ -23,6 +23,7 @@ REJECTION_REASONS: tuple[str, ...] = (
     "bad_ip",
     "bad_field",
     "future_timestamp",
+    "processing_error",
 )
 
 

@@ -167,6 +167,7 @@ class Shard:
         max_at = self.max_event_time
         horizon = time.time() + self.max_clock_skew
         for offset, raw in records:
+            self._next_offset = offset + 1
             event = decode(raw)
             if type(event) is Rejection:
                 self._reject(event, offset, raw)
@@ -178,12 +179,11 @@ class Shard:
             if at > max_at:
                 max_at = at
             if lateness <= 0 or at < self.watermark:
-                self._run(event, late=at < self.watermark)  # type: ignore[arg-type]
+                self._run_guarded(event, offset, late=at < self.watermark)  # type: ignore[arg-type]
             else:
                 self._seq += 1
                 heapq.heappush(buffer, (at, self._seq, offset, event))  # type: ignore[misc]
                 self._pending_offsets.append(offset)
-            self._next_offset = offset + 1
         self.max_event_time = max_at
         self.advance(max_at - lateness)
         return self.take_findings()
@@ -197,7 +197,7 @@ class Shard:
         released = self._released_offsets
         while buffer and buffer[0][0] <= watermark:
             _, _, offset, event = heapq.heappop(buffer)
-            self._run(event, late=False)
+            self._run_guarded(event, offset, late=False)
             released.add(offset)
         pending = self._pending_offsets
         while pending and pending[0] in released:
@@ -268,6 +268,14 @@ class Shard:
 
     # -- one event ---------------------------------------------------------------------------
 
+    def _run_guarded(self, event: PortalEvent, offset: int, late: bool) -> None:
+        """Run one event; a failure inside (a poison record meeting a bug) becomes a dead letter."""
+        try:
+            self._run(event, late)
+        except Exception as error:  # never let one record stop the partition
+            raw = msgspec.json.encode(event).decode()
+            self._reject(Rejection("processing_error", f"{type(error).__name__}: {error}"), offset, raw)
+
     def _run(self, event: PortalEvent, late: bool) -> None:
         kind = event.type
         if self.redeliveries.seen(event.event_id):
@@ -325,4 +333,3 @@ class Shard:
         self._findings.dead_letters.append(
             DeadLetter(reason=rejection.reason, detail=rejection.detail, partition=self.partition, offset=offset, raw=text)
         )
-        self._next_offset = offset + 1

@@ -26,3 +26,13 @@ def kafka_broker():
     broker = TansuBroker().start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def owned_postgres():
+    """A PostgreSQL server of the test's own, which it may stop and restart."""
+    from tests.support.servers import OwnedPostgres
+
+    server = OwnedPostgres()
+    yield server
+    server.cleanup()

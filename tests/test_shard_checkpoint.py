@@ -56,3 +56,31 @@ def test_future_timestamp_is_a_dead_letter_and_does_not_move_the_clock() -> None
     assert shard.commit_offset() == 1  # the good login still waits in the reorder buffer
     shard.drain()
     assert shard.commit_offset() == 3
+
+
+def test_a_poison_record_becomes_a_dead_letter_and_the_shard_goes_on() -> None:
+    from detectors.base import Detector
+
+    class Exploding(Detector):
+        id = "exploding"
+        event_types = ("login_succeeded",)
+
+        def on_event(self, event, account):
+            if event.account_id == "poison":
+                raise RuntimeError("detector bug")
+            return None
+
+    shard = build_shard(load_settings(None, environ={}), 0)
+    shard.detectors.append(Exploding())
+    shard._dispatch["login_succeeded"] += (shard.detectors[-1].on_event,)
+    login = {"type": "login_succeeded", "ts": "2026-03-02T08:00:00Z", "session_id": "s", "ip": "81.2.69.1"}
+    records = [
+        (1, json.dumps(dict(login, event_id="1", account_id="poison")).encode()),
+        (2, json.dumps(dict(login, event_id="2", account_id="fine")).encode()),
+    ]
+    findings = shard.process(records)
+    findings.extend(shard.drain())
+    assert [(d.reason, d.offset) for d in findings.dead_letters] == [("processing_error", 1)]
+    assert "detector bug" in findings.dead_letters[0].detail
+    assert shard.counts[("login_succeeded", "processed")] == 2
+    assert shard.commit_offset() == 3
