@@ -36,3 +36,15 @@ def owned_postgres():
     server = OwnedPostgres()
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def durable_kafka_broker():
+    """A tansu broker whose log lives in a local S3 endpoint, so it can be restarted."""
+    from tests.support.servers import DurableTansuBroker, S3Endpoint
+
+    s3 = S3Endpoint().start()
+    broker = DurableTansuBroker(s3).start()
+    yield broker
+    broker.stop()
+    s3.stop()

@@ -239,3 +239,29 @@ async def test_sigterm_with_the_store_down_exits_by_the_deadline_and_loses_nothi
             restarted.kill()
     stored = await stored_alert_ids(dsn)
     assert set(stored) == expected and len(stored) == len(expected) == 30
+
+
+async def test_broker_restart_mid_stream_loses_and_duplicates_nothing(durable_kafka_broker, postgres_dsn):
+    broker = durable_kafka_broker
+    await create_topic(broker.bootstrap, PARTITIONS)
+    base = time.time() - 120
+    raws = await produce(broker.bootstrap, first_logins(100, base))
+    daemon = Daemon(broker.bootstrap, postgres_dsn).start()
+    try:
+        await daemon.wait_ready()
+        await wait_until(lambda: _at_least(checkpointed_offsets(postgres_dsn), len(raws)), what="phase 1 checkpointed")
+        broker.stop()
+        await asyncio.sleep(3)  # the daemon loses the broker; it must neither crash nor commit
+        assert daemon.process.poll() is None, daemon.output()[-3000:]
+        broker.start()  # same port, same S3-backed log
+        raws += await produce(broker.bootstrap, second_logins(100, base + 30))
+        expected = expected_alert_ids(raws)
+        await wait_until(lambda: _when(stored_alert_ids(postgres_dsn), lambda ids: len(ids) >= len(expected)),
+                         timeout=90, what="alerts after the broker came back")
+        await wait_until(lambda: _at_least(checkpointed_offsets(postgres_dsn), len(raws)), what="all checkpointed")
+        assert daemon.stop() == 0, daemon.output()[-3000:]
+    finally:
+        if daemon.process.poll() is None:
+            daemon.kill()
+    stored = await stored_alert_ids(postgres_dsn)
+    assert set(stored) == expected and len(stored) == len(expected) == 50
