@@ -16,6 +16,7 @@ from monitor.config import ConfigError
 COMMAND_MODULES = (
     "monitor.commands.run",
     "monitor.commands.replay",
+    "monitor.commands.repartition",
     "monitor.commands.check_config",
 )
 

@@ -265,3 +265,50 @@ async def test_broker_restart_mid_stream_loses_and_duplicates_nothing(durable_ka
             daemon.kill()
     stored = await stored_alert_ids(postgres_dsn)
     assert set(stored) == expected and len(stored) == len(expected) == 50
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_burst_while_the_store_is_down_pauses_consumption_with_bounded_memory(kafka_broker, owned_postgres):
+    dsn = owned_postgres.dsn
+    await create_topic(kafka_broker.bootstrap, PARTITIONS)
+    base = time.time() - 120
+    daemon = Daemon(kafka_broker.bootstrap, dsn, SOURCE__BATCH_MAX_RECORDS="1000").start()
+    try:
+        await daemon.wait_ready()
+        raws = await produce(kafka_broker.bootstrap, first_logins(50, base))
+        await wait_until(lambda: _at_least(checkpointed_offsets(dsn), len(raws)), what="warm-up checkpointed")
+        owned_postgres.stop()
+        burst = first_logins(5000, base + 10, views=9)  # 50,000 records, ~100x the warm-up
+        for event in burst:
+            event["event_id"] = "burst-" + event["event_id"]
+            event["account_id"] = "burst-" + event["account_id"]
+        # Alerts first: their delivery blocks, so the burst behind them must wait in Kafka, not here.
+        # (Records that raise nothing to deliver keep flowing while only checkpoints fail.)
+        raws += await produce(kafka_broker.bootstrap, second_logins(50, base + 30) + burst)
+        await wait_until(lambda: _true(daemon.metric("portal_monitor_sink_deliveries_total", 'outcome="failed"') > 0),
+                         what="the store failing")
+        read_when_paused = daemon.metric("portal_monitor_events_total")
+        rss_when_paused = rss_bytes(daemon.process.pid)
+        await asyncio.sleep(4)
+        assert daemon.metric("portal_monitor_events_total") == read_when_paused  # consumption paused
+        assert read_when_paused < len(raws) / 2  # it did not read the burst ahead into memory
+        assert rss_bytes(daemon.process.pid) < rss_when_paused + 20 * 2**20
+        assert daemon.metric("portal_monitor_assigned_partitions") == PARTITIONS  # still in the group
+        owned_postgres.start()
+        expected = expected_alert_ids(raws)
+        await wait_until(lambda: _when(stored_alert_ids(dsn), lambda ids: len(ids) >= len(expected)),
+                         timeout=120, what="every alert once the store is back")
+        await wait_until(lambda: _at_least(checkpointed_offsets(dsn), len(raws)), timeout=60, what="all read and checkpointed")
+        assert daemon.stop() == 0, daemon.output()[-3000:]
+    finally:
+        if daemon.process.poll() is None:
+            daemon.kill()
+    stored = await stored_alert_ids(dsn)
+    assert set(stored) == expected and len(stored) == len(expected) == 25
