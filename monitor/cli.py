@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "monitor.commands.run",
     "monitor.commands.replay",
     "monitor.commands.repartition",
+    "monitor.commands.demo",
     "monitor.commands.check_config",
 )
 

@@ -164,6 +164,24 @@ class Pipeline:
                 offsets[partition] = offset
         return offsets
 
+    async def run_file(self, batches: Iterable[list[tuple[int, bytes]]], on_batch: Callable[[], None] | None = None) -> float | None:
+        """Replay batches of one file through shard 0 to the end, then drain the reorder buffer.
+
+        Returns the seconds from the call to the first batch processed (start-up latency).
+        """
+        started = time.perf_counter()
+        first = None
+        for batch in batches:
+            findings = self.run_batch({0: batch})
+            if first is None:
+                first = time.perf_counter() - started
+            await self.deliver(findings)
+            if on_batch is not None:
+                on_batch()
+        await self.deliver(self.shard(0).drain())
+        self.publish_counts()
+        return first
+
     async def start_sinks(self) -> None:
         for sink in self.sinks:
             await sink.start()

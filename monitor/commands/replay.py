@@ -95,14 +95,10 @@ async def replay(args: argparse.Namespace) -> int:
     await pipeline.start_sinks()
     progress = Progress(source, enabled=not args.no_progress)
     started = time.perf_counter()
-    first_event_after = None
     try:
-        for batch in source.batches():
-            if first_event_after is None:
-                first_event_after = time.perf_counter() - started
-            await pipeline.deliver(pipeline.run_batch({0: batch}))
-            progress.update(pipeline.events_seen, pipeline.alerts_raised)
-        await pipeline.deliver(pipeline.shard(0).drain())
+        first_event_after = await pipeline.run_file(
+            source.batches(), lambda: progress.update(pipeline.events_seen, pipeline.alerts_raised)
+        )
     finally:
         await pipeline.close_sinks()
     elapsed = time.perf_counter() - started
