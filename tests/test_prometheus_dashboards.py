@@ -166,6 +166,19 @@ class Stack:
         result = self.vector(expr)
         return float(result[0]["value"][1]) if result else math.nan
 
+    def wait_ready(self, timeout: float) -> None:
+        """Prometheus answers 503 on its port until the TSDB is open: wait for /-/ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.prometheus_url}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("Prometheus not ready:\n" + (self.workdir / "prometheus.log").read_text()[-3000:])
+
     def wait_until(self, expr: str, predicate, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         last = math.nan
@@ -214,6 +227,7 @@ def stack(postgres_server):
             stdout=(workdir / "prometheus.log").open("wb"), stderr=subprocess.STDOUT,
         ))
         wait_for_port(prom_port, timeout=30)
+        stack.wait_ready(timeout=30)
         stack.wait_until(f'count(portal_monitor_assigned_partitions{{job="{JOB}"}} > 0)', lambda v: v == 2, 60,
                          "both replicas to hold partitions")
         stack.wait_until(f'sum(portal_monitor_assigned_partitions{{job="{JOB}"}})', lambda v: v == PARTITIONS, 60,
