@@ -18,7 +18,9 @@ from monitor.decode import REJECTION_REASONS
 from monitor.events import EVENT_TYPES
 
 SINK_OUTCOMES = ("delivered", "failed", "retried")
+VERDICTS = ("true_positive", "false_positive")
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+DETECTOR_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class Metrics:
@@ -122,6 +124,36 @@ class Metrics:
             "Wall-clock Unix time of the last successful offset commit.",
             registry=registry,
         )
+        self.detector_seconds = Histogram(
+            "portal_monitor_detector_processing_seconds",
+            "Time one detector spent on one batch (its on_event calls and on_tick).",
+            ["detector"],
+            buckets=DETECTOR_BUCKETS,
+            registry=registry,
+        )
+        self.dormant_accounts = Gauge(
+            "portal_monitor_dormant_accounts",
+            "Tracked accounts past the dormancy threshold (no successful login for 180 days by default).",
+            registry=registry,
+        )
+        self.sink_queue_depth = Gauge(
+            "portal_monitor_sink_queue_depth",
+            "Findings waiting for the sink to acknowledge them.",
+            ["sink"],
+            registry=registry,
+        )
+        self.sink_oldest_undelivered = Gauge(
+            "portal_monitor_sink_oldest_undelivered_seconds",
+            "Age of the oldest finding the sink has not acknowledged (0 when its queue is empty).",
+            ["sink"],
+            registry=registry,
+        )
+        self.alert_verdicts = Counter(
+            "portal_monitor_alert_verdicts_total",
+            "Responders' verdicts on alerts, by detector and verdict (true_positive or false_positive).",
+            ["detector", "verdict"],
+            registry=registry,
+        )
         for event_type in EVENT_TYPES:
             for outcome in OUTCOMES:
                 self.events.labels(event_type, outcome)
@@ -130,6 +162,9 @@ class Metrics:
         for detector in detector_ids:
             for severity in SEVERITIES:
                 self.alerts.labels(detector, severity)
+            for verdict in VERDICTS:
+                self.alert_verdicts.labels(detector, verdict)
+            self.detector_seconds.labels(detector)
         self._sinks: list[str] = []
         self.add_sinks(sink_names)
         for outcome in ("succeeded", "failed"):
@@ -141,3 +176,5 @@ class Metrics:
             for outcome in SINK_OUTCOMES:
                 self.sink_deliveries.labels(sink, outcome)
             self.sink_seconds.labels(sink)
+            self.sink_queue_depth.labels(sink)
+            self.sink_oldest_undelivered.labels(sink)
