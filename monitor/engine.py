@@ -225,6 +225,11 @@ class Shard:
         findings, self._findings = self._findings, Findings()
         return findings
 
+    @property
+    def next_offset(self) -> int | None:
+        """One past the last record read (not necessarily processed): the read position."""
+        return self._next_offset
+
     def commit_offset(self) -> int | None:
         """The offset to commit: the oldest still buffered, else one past the last seen."""
         if self._pending_offsets:

@@ -157,7 +157,7 @@ class Service:
             self.undelivered = True
             findings = pipeline.run_batch(batch)
             self._events_since_checkpoint += sum(len(records) for records in batch.values())
-            positions = {p: s._next_offset for p, s in pipeline.shards.items() if s._next_offset is not None}  # noqa: SLF001
+            positions = {p: s.next_offset for p, s in pipeline.shards.items() if s.next_offset is not None}
             lags = self.source.lag(positions)
             for partition, lag in lags.items():
                 metrics.consumer_lag.labels(str(partition)).set(lag)
