@@ -152,8 +152,12 @@ class Service:
         engine = self.settings.engine
         grace = engine.allowed_lateness + engine.wall_clock_grace
         last_tick = 0.0
+        batch_number = 0
         while not self.stop_requested.is_set():
             batch = await self.source.batch()
+            batch_number += 1
+            # Context for anything logged while this batch is in hand (retries, failures).
+            structlog.contextvars.bind_contextvars(batch=batch_number, partitions=sorted(batch))
             self.undelivered = True
             findings = pipeline.run_batch(batch)
             self._events_since_checkpoint += sum(len(records) for records in batch.values())
