@@ -304,3 +304,43 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap():
     assert backoff(4, 1, 300, rand=lambda: 1.0) == 8
     assert backoff(4, 1, 300, rand=lambda: 0.0) == 4
     assert backoff(50, 1, 300, rand=lambda: 1.0) == 300
+
+
+async def test_replay_without_postgres_publishes_directly_and_groups_as_live(tmp_path):
+    """`replay --sinks`: no outbox without PostgreSQL; the sink is written to through the Sink
+    protocol, after the same cool-down grouping the daemon applies."""
+    import os
+    import subprocess
+    import sys
+
+    prefix = f"pm-test-{uuid.uuid4().hex[:8]}/alerts"
+    events = tmp_path / "events.jsonl"
+    lines = [
+        {"event_id": f"e{n}", "type": "login_succeeded", "ts": f"2026-03-02T08:0{n}:00Z", "account_id": "staff-1",
+         "session_id": f"s{n}", "ip": f"86.150.{n}.7"}
+        for n in range(4)
+    ]
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    env = dict(os.environ, PORTAL_MONITOR_SINKS__MQTT__ENABLED="true", PORTAL_MONITOR_SINKS__MQTT__TOPIC_PREFIX=prefix,
+               PORTAL_MONITOR_SINKS__MQTT__CLIENT_ID=f"pm-{uuid.uuid4().hex[:8]}")
+    async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"pm-sub-{uuid.uuid4().hex[:8]}") as subscriber:
+        await subscriber.subscribe(f"{prefix}/#", qos=1)
+        replay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor", "replay", str(events), "--sinks", "--summary", "json",
+            "--dead-letters", str(tmp_path / "dead.jsonl"), env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(replay.communicate(), 60)
+        assert replay.returncode == 0, err.decode()[-2000:]
+        written = [json.loads(line) for line in out.decode().splitlines()]
+        received = []
+        while len(received) < len(written):
+            message = await asyncio.wait_for(anext(aiter(subscriber.messages)), 10)
+            received.append((str(message.topic), json.loads(message.payload)["alert_id"]))
+        with pytest.raises(asyncio.TimeoutError):  # and nothing more: no duplicate
+            await asyncio.wait_for(anext(aiter(subscriber.messages)), 1.0)
+    summary = json.loads(err.decode().strip().splitlines()[-1])
+    # s1 (high: 2 networks) published, s2 (critical: 3 networks) an escalation, s3 grouped into s2
+    assert [a["severity"] for a in written] == ["high", "critical"]
+    assert summary["suppressed"] == {"grouped": 1}
+    assert sorted(received) == sorted((f"{prefix}/{a['severity']}/simultaneous_logins", a["alert_id"]) for a in written)
