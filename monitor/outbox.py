@@ -84,6 +84,8 @@ class OutboxRelay:
         self.settings = settings
         # the publisher's own timeout applies first; this one only bounds a stuck publish
         self.publish_timeout = publish_timeout or float(getattr(publisher, "timeout", 30.0)) + 5.0
+        # publishes in flight at once: the publisher's own bound (MQTT's in-flight window), else 16
+        self._slots = asyncio.Semaphore(int(getattr(publisher, "concurrency", 16)))
         self.wake = asyncio.Event()
         self._published: set[int] = set()  # published, not yet marked (PostgreSQL was down)
         self._task: asyncio.Task | None = None
@@ -107,6 +109,7 @@ class OutboxRelay:
     async def _run(self) -> None:
         db_delay = self.settings.retry_initial
         while True:
+            self.wake.clear()  # before the claim: a wake-up during the round is not lost
             try:
                 delivered = await self.run_once()
                 db_delay = self.settings.retry_initial
@@ -118,7 +121,6 @@ class OutboxRelay:
                 db_delay = min(db_delay * 2, self.settings.retry_max)
                 continue
             if delivered < self.settings.batch_size:
-                self.wake.clear()
                 try:
                     await asyncio.wait_for(self.wake.wait(), self.settings.poll_interval)
                 except asyncio.TimeoutError:
@@ -163,10 +165,11 @@ class OutboxRelay:
             counters.labels(self.sink, "retried").inc()
         if row["id"] in self._published:
             return None
-        started = time.perf_counter()
         try:
             alert: OutboundAlert = outbound_from_json(row["payload"].encode())
-            await asyncio.wait_for(self.publisher.publish(alert), self.publish_timeout)
+            async with self._slots:
+                started = time.perf_counter()
+                await asyncio.wait_for(self.publisher.publish(alert), self.publish_timeout)
         except asyncio.CancelledError:
             raise
         except Exception as error:

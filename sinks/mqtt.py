@@ -8,6 +8,7 @@ username/password from settings (the password from env or `password_file`).
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import aiomqtt
@@ -18,6 +19,7 @@ from sinks.outbound import OutboundAlert
 
 class MqttAlertSink:
     name = "mqtt"
+    concurrency = 10  # QoS 1 publishes awaiting PUBACK at once (paho's in-flight window is 20)
 
     def __init__(self, settings: MqttSinkSettings) -> None:
         self.settings = settings
@@ -53,6 +55,8 @@ class MqttAlertSink:
                     keepalive=s.keepalive,
                     timeout=s.timeout,
                     tls_context=self._tls_context(),
+                    # an alert is one small packet: send it now, not after Nagle's delay
+                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
                 )
                 await client.__aenter__()
                 self._client = client

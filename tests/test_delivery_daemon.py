@@ -213,6 +213,12 @@ async def test_every_alert_delivered_once_across_a_postgres_restart(kafka_broker
             assert status == 200 and len(body["alerts"]) == want
             assert api_get(http_port, "/api/v1/alerts", None)[0] == 401
             assert api_get(http_port, "/api/v1/alerts", "wrong")[0] == 401
+            await asyncio.sleep(1.2)  # one refresh of the queue gauges
+            scrape = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+            for sink in ("mqtt", "kafka", "webhook"):
+                assert f'portal_monitor_sink_queue_depth{{sink="{sink}"}} 0.0' in scrape
+                assert f'portal_monitor_sink_deliveries_total{{outcome="delivered",sink="{sink}"}} 15.0' in scrape
+            assert 'portal_monitor_alert_verdicts_total{detector="simultaneous_logins",verdict="false_positive"} 0.0' in scrape
             collector.cancel()
     finally:
         if daemon is not None:
