@@ -58,6 +58,7 @@ def build_service(settings: Settings) -> Service:
     """The live daemon, fully wired but not started."""
     from aiokafka import AIOKafkaProducer
 
+    check_sinks(settings)
     sinks: list = []
     starters: list = []
     closers: list = []
@@ -122,6 +123,7 @@ def build_publishers(settings: Settings, producer=None) -> list:
     from sinks.mqtt import MqttAlertSink
     from sinks.webhook import WebhookAlertSink
 
+    check_sinks(settings)
     s = settings.sinks
     publishers: list = []
     if s.mqtt.enabled:
@@ -136,14 +138,19 @@ def build_publishers(settings: Settings, producer=None) -> list:
             )
         publishers.append(KafkaAlertSink(producer, s.kafka.topic, s.kafka.min_severity, s.kafka.timeout, owns_producer=owned))
     if s.webhook.enabled:
-        if not s.webhook.url or not s.webhook.secret:
-            raise ConfigError(
-                "sinks.webhook: needs url and secret (PORTAL_MONITOR_SINKS__WEBHOOK__SECRET or secret_file)"
-            )
         publishers.append(WebhookAlertSink(s.webhook))
     if s.alertmanager.enabled:
         publishers.append(AlertmanagerSink(s.alertmanager))
     return publishers
+
+
+def check_sinks(settings: Settings) -> None:
+    """Settings an enabled sink cannot work without; a ConfigError names the key."""
+    s = settings.sinks
+    if s.webhook.enabled and not (s.webhook.url and s.webhook.secret):
+        raise ConfigError("sinks.webhook: needs url and secret (PORTAL_MONITOR_SINKS__WEBHOOK__SECRET or secret_file)")
+    if s.alertmanager.enabled and not s.alertmanager.url:
+        raise ConfigError("sinks.alertmanager: needs url")
 
 
 def wire_delivery(settings, postgres_sink, gate, publishers, relays, metrics, starters, closers) -> None:
