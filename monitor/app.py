@@ -169,6 +169,8 @@ def wire_delivery(settings, postgres_sink, gate, publishers, relays, metrics, st
 
     async def refresh() -> None:
         await load_silences(pool(), gate, configured)
+        # groups opened by another process (partitions taken over in a rebalance)
+        await warm_gate(pool(), gate)
         metrics.alert_verdicts.update(await responder.verdict_totals(pool()))
 
     async def retention() -> None:
