@@ -31,7 +31,6 @@ class Alert(msgspec.Struct, kw_only=True):
     evidence: dict[str, Any]
     policy: str
     portal: str | None = None
-    schema: str = msgspec.field(default="portal.alert/v1", name="$schema")
 
 
 def alert_id(detector: str, account_id: str, trigger: str) -> str:

@@ -14,7 +14,14 @@ from monitor.config import ConfigError
 # Each module has `register(subcommands)`, adding its parsers with `set_defaults(func=...)`.
 # `func(args)` returns an exit code; it may be a coroutine function.
 COMMAND_MODULES = (
+    "monitor.commands.run",
+    "monitor.commands.replay",
+    "monitor.commands.repartition",
+    "monitor.commands.demo",
     "monitor.commands.check_config",
+    "monitor.commands.alerts",
+    "monitor.commands.sessions",
+    "monitor.commands.silences",
     "monitor.commands.geoip",
     "monitor.commands.networks",
 )

@@ -13,6 +13,7 @@ Everything here is synchronous: the only awaits are at the edges (sources and si
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
 from typing import Any, Iterable, Sequence
 
@@ -22,10 +23,27 @@ from detectors.base import IP_CHANGED, Detector
 from monitor.alerts import Alert
 from monitor.decode import EventDecoder, Rejection
 from monitor.events import EVENT_TYPES, PortalEvent
-from monitor.sessions import Session, SessionTable
+from monitor.sessions import AccountState, Session, SessionTable
 
 OUTCOMES: tuple[str, ...] = ("processed", "late", "duplicate")
 NO_WATERMARK = float("-inf")
+SNAPSHOT_VERSION = 1
+
+
+class ShardSnapshot(msgspec.Struct, array_like=True):
+    """A shard's state as checkpointed with its offset: enough to carry on elsewhere.
+
+    The reorder buffer is not in it: the checkpoint's offset is the oldest buffered record, so
+    those records are read again; the recent event ids make the re-read of records that were
+    already processed a no-op.
+    """
+
+    version: int
+    watermark: float
+    max_event_time: float
+    recent_event_ids: list[str]
+    accounts: list[AccountState]
+    detectors: dict[str, msgspec.Raw]
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -85,6 +103,13 @@ class RedeliveryWindow:
         self._ids: set[str] = set()
         self._order: deque[str] = deque()
 
+    def recent(self) -> list[str]:
+        return list(self._order)
+
+    def load(self, event_ids: list[str]) -> None:
+        self._order = deque(event_ids[-self.size :])
+        self._ids = set(self._order)
+
     def seen(self, event_id: str) -> bool:
         """True if `event_id` was seen before; otherwise remember it."""
         ids = self._ids
@@ -110,6 +135,7 @@ class Shard:
         detectors: Sequence[Detector],
         allowed_lateness: float,
         dedup_window: int,
+        max_clock_skew: float = 300.0,
         geo: Any = None,
     ) -> None:
         self.partition = partition
@@ -118,6 +144,7 @@ class Shard:
         self.sessions = sessions
         self.detectors = list(detectors)
         self.allowed_lateness = allowed_lateness
+        self.max_clock_skew = max_clock_skew
         self.redeliveries = RedeliveryWindow(dedup_window)
         self.max_event_time = NO_WATERMARK
         self.watermark = NO_WATERMARK
@@ -144,25 +171,28 @@ class Shard:
         buffer = self._buffer
         lateness = self.allowed_lateness
         max_at = self.max_event_time
+        horizon = time.time() + self.max_clock_skew
         for offset, raw in records:
+            self._next_offset = offset + 1
             event = decode(raw)
             if type(event) is Rejection:
                 self._reject(event, offset, raw)
                 continue
             at = event.at  # type: ignore[union-attr]
+            if at > horizon:
+                self._reject(Rejection("future_timestamp", f"ts {event.ts.isoformat()} is more than {self.max_clock_skew:.0f} s ahead of the clock"), offset, raw)  # type: ignore[union-attr]
+                continue
             if at > max_at:
                 max_at = at
             if lateness <= 0 or at < self.watermark:
-                self._run(event, late=at < self.watermark)  # type: ignore[arg-type]
+                self._run_guarded(event, offset, late=at < self.watermark)  # type: ignore[arg-type]
             else:
                 self._seq += 1
                 heapq.heappush(buffer, (at, self._seq, offset, event))  # type: ignore[misc]
                 self._pending_offsets.append(offset)
-            self._next_offset = offset + 1
         self.max_event_time = max_at
         self.advance(max_at - lateness)
-        findings, self._findings = self._findings, Findings()
-        return findings
+        return self.take_findings()
 
     def advance(self, watermark: float) -> None:
         """Move the event-time clock to `watermark` (never back): release, expire, tick."""
@@ -173,14 +203,12 @@ class Shard:
         released = self._released_offsets
         while buffer and buffer[0][0] <= watermark:
             _, _, offset, event = heapq.heappop(buffer)
-            self._run(event, late=False)
+            self._run_guarded(event, offset, late=False)
             released.add(offset)
         pending = self._pending_offsets
         while pending and pending[0] in released:
             released.discard(pending.popleft())
-        for session in self.sessions.expire(watermark):
-            if session.flagged:
-                self._flag(session, ())
+        self.sessions.expire(watermark)
         for tick in self._ticks:
             alerts = tick(watermark)
             if alerts:
@@ -190,8 +218,23 @@ class Shard:
         """Release everything still buffered (end of a replayed file, or shutdown)."""
         if self._buffer:
             self.advance(max(self._buffer)[0])
+        return self.take_findings()
+
+    def take_findings(self) -> Findings:
+        """What the shard produced since the last call, handed over once."""
+        closed = self.sessions.closed
+        if closed:
+            for session in closed:
+                if session.flagged:
+                    self._flag(session, ())
+            closed.clear()
         findings, self._findings = self._findings, Findings()
         return findings
+
+    @property
+    def next_offset(self) -> int | None:
+        """One past the last record read (not necessarily processed): the read position."""
+        return self._next_offset
 
     def commit_offset(self) -> int | None:
         """The offset to commit: the oldest still buffered, else one past the last seen."""
@@ -199,7 +242,50 @@ class Shard:
             return self._pending_offsets[0]
         return self._next_offset
 
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The shard's state for a checkpoint, to be stored with `commit_offset()`."""
+        encode = msgspec.msgpack.encode
+        detectors = {}
+        for detector in self.detectors:
+            state = detector.snapshot()
+            if state is not None:
+                detectors[detector.id] = msgspec.Raw(encode(state))
+        return encode(
+            ShardSnapshot(
+                version=SNAPSHOT_VERSION,
+                watermark=self.watermark,
+                max_event_time=self.max_event_time,
+                recent_event_ids=self.redeliveries.recent(),
+                accounts=list(self.sessions.accounts.values()),
+                detectors=detectors,
+            )
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Load a checkpoint written by `snapshot` into this fresh shard."""
+        snapshot = msgspec.msgpack.decode(data, type=ShardSnapshot)
+        if snapshot.version != SNAPSHOT_VERSION:
+            raise ValueError(f"checkpoint version {snapshot.version} is not {SNAPSHOT_VERSION}")
+        self.watermark = snapshot.watermark
+        self.max_event_time = snapshot.max_event_time
+        self.redeliveries.load(snapshot.recent_event_ids)
+        self.sessions.load(snapshot.accounts)
+        for detector in self.detectors:
+            raw = snapshot.detectors.get(detector.id)
+            if raw is not None:
+                detector.restore(msgspec.msgpack.decode(raw))
+
     # -- one event ---------------------------------------------------------------------------
+
+    def _run_guarded(self, event: PortalEvent, offset: int, late: bool) -> None:
+        """Run one event; a failure inside (a poison record meeting a bug) becomes a dead letter."""
+        try:
+            self._run(event, late)
+        except Exception as error:  # never let one record stop the partition
+            raw = msgspec.json.encode(event).decode()
+            self._reject(Rejection("processing_error", f"{type(error).__name__}: {error}"), offset, raw)
 
     def _run(self, event: PortalEvent, late: bool) -> None:
         kind = event.type
@@ -271,7 +357,7 @@ class Shard:
     def _reject(self, rejection: Rejection, offset: int, raw: bytes | str) -> None:
         self.rejections[rejection.reason] = self.rejections.get(rejection.reason, 0) + 1
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
+        text = text.rstrip("\r\n")
         self._findings.dead_letters.append(
             DeadLetter(reason=rejection.reason, detail=rejection.detail, partition=self.partition, offset=offset, raw=text)
         )
-        self._next_offset = offset + 1

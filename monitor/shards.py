@@ -36,5 +36,6 @@ def build_shard(settings: Settings, partition: int, geo: GeoServices | None = No
         detectors=build_detectors(settings.detectors, context),
         allowed_lateness=settings.engine.allowed_lateness,
         dedup_window=settings.engine.dedup_window,
+        max_clock_skew=settings.engine.max_clock_skew,
         geo=geo,
     )

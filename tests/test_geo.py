@@ -24,7 +24,7 @@ from monitor.risky import RiskyNetworks
 from monitor.shards import build_shard
 from monitor.shared_networks import SKETCH_SIZE, SharedNetworks, account_hash, egress_key, estimate
 
-from test_detector_cases import CASES, run_case
+from tests.test_detector_cases import CASES, run_case
 
 NAT_CASE = CASES / "geo_school_nat_shared_by_50_accounts"
 
@@ -247,7 +247,7 @@ def test_school_nat_would_alert_if_not_learnt(tmp_path: Path, monkeypatch: pytes
 def test_snapshot_restore_gives_the_same_alerts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the school NAT control in two halves with a msgpack checkpoint between them."""
     monkeypatch.chdir(NAT_CASE)
-    from test_detector_cases import case_settings
+    from tests.test_detector_cases import case_settings
 
     settings = case_settings(NAT_CASE, tmp_path, PORTAL_MONITOR_NETWORKS__SHARED__MIN_ACCOUNTS="64")
     lines = [line for line in (NAT_CASE / "events.jsonl").read_bytes().splitlines() if line.strip()]

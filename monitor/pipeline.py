@@ -1,0 +1,207 @@
+"""The pipeline: batches in, shards run, findings delivered to every sink, then commit.
+
+Order of a batch, and what a crash at each step means:
+1. records are taken from the source (nothing is committed yet);
+2. each partition's shard decodes and runs its records (in memory only);
+3. the alert gate (noise control, `monitor.alert_gate`) groups repeats and applies silences;
+   the findings go to every sink; `deliver` returns only when all acknowledged (retrying
+   with backoff while a sink is down, never dropping);
+4. only then the source commits each shard's `commit_offset()`.
+A crash before 4 re-reads the batch on restart; the sinks are idempotent (alert_id,
+session_id), so the redelivery creates nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Mapping, Sequence
+
+import structlog
+
+from monitor.engine import Findings, Shard
+from monitor.metrics import Metrics
+from sinks.base import Sink
+
+if TYPE_CHECKING:
+    from monitor.alert_gate import AlertGate
+
+log = structlog.get_logger("monitor.pipeline")
+
+
+class Pipeline:
+    """Owns the shards of this process and moves each batch from source to sinks."""
+
+    def __init__(
+        self,
+        shard_factory: Callable[[int], Shard],
+        sinks: Sequence[Sink],
+        metrics: Metrics,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+        gate: "AlertGate | None" = None,
+    ) -> None:
+        self.shard_factory = shard_factory
+        self.gate = gate
+        self.sinks = list(sinks)
+        self.metrics = metrics
+        self.shards: dict[int, Shard] = {}
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.give_up = asyncio.Event()  # set when a shutdown deadline passes
+        self.events_seen = 0
+        self.alerts_raised = 0
+
+    def shard(self, partition: int) -> Shard:
+        shard = self.shards.get(partition)
+        if shard is None:
+            shard = self.shards[partition] = self.shard_factory(partition)
+        return shard
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.shard(partition)
+        self.metrics.assigned_partitions.set(len(self.shards))
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.shards.pop(partition, None)
+        self.metrics.assigned_partitions.set(len(self.shards))
+
+    def run_batch(self, batch: Mapping[int, list[tuple[int, bytes]]]) -> Findings:
+        """Run records through their shards (synchronous, no awaits); the findings."""
+        started = time.perf_counter()
+        findings = Findings()
+        count = 0
+        for partition, records in batch.items():
+            count += len(records)
+            findings.extend(self.shard(partition).process(records))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        if count:
+            self.metrics.batch_events.observe(count)
+            self.metrics.last_event.set(time.time())
+        self.events_seen += count
+        self.publish_counts()
+        return findings
+
+    def tick(self, now: float, grace: float) -> Findings:
+        """Advance quiet shards from the wall clock: watermark = now - grace (live mode only)."""
+        findings = Findings()
+        for shard in self.shards.values():
+            shard.advance(now - grace)
+            findings.extend(shard.take_findings())
+        self.publish_counts()
+        return findings
+
+    def publish_counts(self) -> None:
+        """Move the shards' plain counters into Prometheus: once per batch, not per event."""
+        m = self.metrics
+        now = time.time()
+        open_sessions = accounts = 0
+        for shard in self.shards.values():
+            if shard.counts:
+                for (event_type, outcome), n in shard.counts.items():
+                    m.events.labels(event_type, outcome).inc(n)
+                shard.counts.clear()
+            if shard.rejections:
+                for reason, n in shard.rejections.items():
+                    m.invalid_events.labels(reason).inc(n)
+                shard.rejections.clear()
+            partition = str(shard.partition)
+            if shard.max_event_time > 0:
+                m.event_lag.labels(partition).set(now - shard.max_event_time)
+                m.watermark.labels(partition).set(max(shard.watermark, 0))
+            open_sessions += shard.sessions.open_sessions
+            accounts += len(shard.sessions.accounts)
+        m.open_sessions.set(open_sessions)
+        m.tracked_accounts.set(accounts)
+
+    async def deliver(self, findings: Findings, keepalive: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Hand the findings to every sink; True once all acknowledged.
+
+        Retries with backoff while a sink fails, calling `keepalive` between tries (the Kafka
+        source uses it to stay in its group with consumption paused). Returns False only when
+        `give_up` is set (a shutdown deadline): the caller must then not commit.
+        """
+        if not findings:
+            return True
+        for alert in findings.alerts:
+            self.metrics.alerts.labels(alert.detector, alert.severity).inc()
+        self.alerts_raised += len(findings.alerts)
+        if self.gate is not None and findings.alerts:
+            findings = self.gate.apply(findings)
+            suppressed = self.metrics.alerts_suppressed
+            for repeat in findings.repeats:
+                suppressed.labels(repeat.detector, "grouped").inc()
+            for alert, _ in findings.silenced:
+                suppressed.labels(alert.detector, "silenced").inc()
+        pending = list(self.sinks)
+        delay = self.retry_initial
+        while pending:
+            results = await asyncio.gather(*(self._write(sink, findings) for sink in pending))
+            pending = [sink for sink, ok in zip(pending, results) if not ok]
+            if not pending:
+                return True
+            if self.give_up.is_set():
+                return False
+            for sink in pending:
+                self.metrics.sink_deliveries.labels(sink.name, "retried").inc()
+            log.warning("sink unavailable, retrying", sinks=[s.name for s in pending], retry_in=delay)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not self.give_up.is_set():
+                if keepalive is not None:
+                    await keepalive()
+                else:
+                    await asyncio.sleep(min(0.2, delay))
+            delay = min(delay * 2, self.retry_max)
+        return True
+
+    async def _write(self, sink: Sink, findings: Findings) -> bool:
+        started = time.perf_counter()
+        try:
+            await sink.write(findings)
+        except Exception as error:  # a sink's failure must not stop the others
+            self.metrics.sink_deliveries.labels(sink.name, "failed").inc()
+            log.warning("sink write failed", sink=sink.name, error=f"{type(error).__name__}: {error}")
+            return False
+        self.metrics.sink_deliveries.labels(sink.name, "delivered").inc()
+        self.metrics.sink_seconds.labels(sink.name).observe(time.perf_counter() - started)
+        return True
+
+    def commit_offsets(self) -> dict[int, int]:
+        """Offsets safe to commit now, per partition (after `deliver` returned)."""
+        offsets = {}
+        for partition, shard in self.shards.items():
+            offset = shard.commit_offset()
+            if offset is not None:
+                offsets[partition] = offset
+        return offsets
+
+    async def run_file(self, batches: Iterable[list[tuple[int, bytes]]], on_batch: Callable[[], None] | None = None) -> float | None:
+        """Replay batches of one file through shard 0 to the end, then drain the reorder buffer.
+
+        Returns the seconds from the call to the first batch processed (start-up latency).
+        """
+        started = time.perf_counter()
+        first = None
+        for batch in batches:
+            findings = self.run_batch({0: batch})
+            if first is None:
+                first = time.perf_counter() - started
+            await self.deliver(findings)
+            if on_batch is not None:
+                on_batch()
+        await self.deliver(self.shard(0).drain())
+        self.publish_counts()
+        return first
+
+    async def start_sinks(self) -> None:
+        for sink in self.sinks:
+            await sink.start()
+
+    async def close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                await sink.close()
+            except Exception as error:
+                log.warning("sink close failed", sink=sink.name, error=str(error))

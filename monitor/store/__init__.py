@@ -1,0 +1,68 @@
+"""PostgreSQL: the connection pool and the versioned schema migrations applied at start."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import asyncpg
+import structlog
+
+from monitor.config import PostgresSettings, redact_dsn
+
+log = structlog.get_logger("monitor.store")
+MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Serialises migrations between processes starting together (any constant bigint will do).
+MIGRATION_LOCK = 0x706F7274616C6D6F  # "portalmo"
+
+
+async def connect(settings: PostgresSettings) -> asyncpg.Pool:
+    """A pool to the store; the password comes from settings (env or file), never the DSN in logs."""
+    pool = await asyncpg.create_pool(
+        settings.dsn,
+        password=settings.password or None,
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        timeout=settings.connect_timeout,
+        command_timeout=60,
+    )
+    log.info("store connected", dsn=redact_dsn(settings.dsn))
+    return pool
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped with the package, in order."""
+    found = []
+    for entry in resources.files("monitor.store").joinpath("sql").iterdir():
+        match = MIGRATION_FILE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(pool: asyncpg.Pool) -> list[int]:
+    """Apply the migrations not yet applied, each in its own transaction; the versions applied."""
+    applied_now = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS portal_monitor_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {row["version"] for row in await conn.fetch("SELECT version FROM portal_monitor_migrations")}
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO portal_monitor_migrations (version, name) VALUES ($1, $2)", version, name
+                    )
+                applied_now.append(version)
+                log.info("migration applied", version=version, name=name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied_now

@@ -1,0 +1,1 @@
+"""Real components for the tests: a tansu Kafka broker, a PostgreSQL database, Mosquitto."""
