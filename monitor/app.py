@@ -21,6 +21,7 @@ from monitor.metrics import Metrics
 from monitor.outbox import OutboxRelay
 from monitor.pipeline import Pipeline
 from monitor.service import Service
+from monitor.geo import GeoServices
 from monitor.shards import build_shard
 from monitor.sources.kafka import KafkaEventSource
 from sinks.dead_letters import KafkaDeadLetters
@@ -81,7 +82,8 @@ def build_service(settings: Settings) -> Service:
         sinks.extend(DirectAlertSink(p) for p in publishers)  # no outbox without PostgreSQL
     metrics = Metrics(detector_ids(), [sink.name for sink in sinks])
     gate = build_gate(settings)
-    pipeline = Pipeline(lambda partition: build_shard(settings, partition), sinks, metrics, gate=gate)
+    geo = GeoServices.from_settings(settings)  # one per process: GeoIP readers, lists, shared networks
+    pipeline = Pipeline(lambda partition: build_shard(settings, partition, geo=geo), sinks, metrics, gate=gate)
     source = KafkaEventSource(settings.kafka, settings.source)
     service = Service(settings, pipeline, source, starters, closers)
 

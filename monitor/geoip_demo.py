@@ -33,7 +33,13 @@ ANONYMOUS_KINDS: dict[str, tuple[str, ...]] = {
     "proxy": ("is_anonymous", "is_public_proxy"),
     "residential_proxy": ("is_anonymous", "is_residential_proxy"),
     "hosting": ("is_anonymous", "is_hosting_provider"),
+    # the kinds of the demo's synthetic world (monitor.demo.world)
+    "tor_exit": ("is_anonymous", "is_tor_exit_node"),
+    "hosting_vpn": ("is_anonymous", "is_anonymous_vpn", "is_hosting_provider"),
 }
+
+# Other spellings of the record's fields: monitor.demo.world.Network's names.
+ALIASES = {"lat": "latitude", "lon": "longitude", "radius_km": "accuracy_radius_km", "org": "organisation"}
 
 FILE_NAMES = {
     "city_db": "demo-City.mmdb",
@@ -75,14 +81,29 @@ SAMPLE_NETWORKS: tuple[NetworkRecord, ...] = (
 
 
 def as_record(item: Any) -> NetworkRecord:
-    """A record from a tuple, a dict or an object with the record's attributes."""
+    """A record from a tuple, a dict or an object with the record's attributes.
+
+    `latitude`, `longitude`, `accuracy_radius_km` and `organisation` are accepted for `lat`,
+    `lon`, `radius_km` and `org`, so `monitor.demo.world.NETWORKS` can be passed as it is.
+    """
     if isinstance(item, NetworkRecord):
         return item
-    if isinstance(item, dict):
-        return NetworkRecord(**{name: item.get(name) for name in FIELDS if name in item or name != "kind"})
     if isinstance(item, (tuple, list)):
         return NetworkRecord(*item)
-    return NetworkRecord(**{name: getattr(item, name) for name in FIELDS if hasattr(item, name)})
+    if isinstance(item, dict):
+        get = item.get
+        has = item.__contains__
+    else:
+        get = lambda name: getattr(item, name, None)  # noqa: E731
+        has = lambda name: hasattr(item, name)  # noqa: E731
+    fields = {}
+    for name in FIELDS:
+        alias = ALIASES.get(name)
+        if has(name):
+            fields[name] = get(name)
+        elif alias and has(alias):
+            fields[name] = get(alias)
+    return NetworkRecord(**fields)
 
 
 def write_databases(records: Iterable[Any], directory: str | Path) -> dict[str, str]:

@@ -51,6 +51,7 @@ async def demo(args: argparse.Namespace) -> int:
     from monitor.logging import configure_logging
     from monitor.metrics import Metrics
     from monitor.pipeline import Pipeline
+    from monitor.geo import GeoServices
     from monitor.shards import build_shard
     from monitor.sources.files import JsonlEventFile
     from sinks.dead_letters import FileDeadLetters
@@ -70,6 +71,8 @@ async def demo(args: argparse.Namespace) -> int:
     events, incidents = generate_with_incidents(args.accounts, args.events, seed=args.seed, days=args.days)
     write_jsonl(events_file, events)
 
+    use_demo_geoip(settings, data_dir / "geoip")
+
     say("2/4 starting an embedded PostgreSQL")
     server, dsn = start_embedded_postgres(data_dir)
     settings.postgres.dsn = dsn
@@ -80,7 +83,8 @@ async def demo(args: argparse.Namespace) -> int:
     postgres_sink = PostgresSink(pool)
     dead_letters = FileDeadLetters(str(data_dir / "dead-letters.jsonl"))
     metrics = Metrics(detector_ids(), [postgres_sink.name, dead_letters.name])
-    pipeline = Pipeline(lambda partition: build_shard(settings, partition), [postgres_sink, dead_letters], metrics)
+    geo = GeoServices.from_settings(settings)
+    pipeline = Pipeline(lambda partition: build_shard(settings, partition, geo=geo), [postgres_sink, dead_letters], metrics)
     http = HttpServer(build_app(metrics, lambda: (True, "demo")), settings.http.host, settings.http.port)
     try:
         await http.start()
@@ -123,6 +127,32 @@ Look further:
     await http.close()
     await pool.close()
     return 0
+
+
+def use_demo_geoip(settings, folder: Path) -> None:
+    """GeoIP databases and risky-network lists from the synthetic world, unless configured.
+
+    The demo needs no download: City, ASN and Anonymous-IP `.mmdb` files are written from
+    `monitor.demo.world`, the world's cybercafes and Tor exits become the portal team's lists,
+    and since the demo covers days, not weeks, an account has its new-country baseline after
+    one login instead of waiting 14 days.
+    """
+    from monitor.config import RiskyListSettings
+    from monitor.demo.world import NETWORKS, networks_of_kind
+    from monitor.geoip_demo import write_databases
+
+    if settings.geoip.city_db:
+        return
+    paths = write_databases(NETWORKS, folder)
+    settings.geoip.city_db = paths["city_db"]
+    settings.geoip.asn_db = paths["asn_db"]
+    settings.geoip.anonymous_db = paths.get("anonymous_db", "")
+    if not settings.networks.risky:
+        settings.networks.risky = [
+            RiskyListSettings(name="tor-exits", kind="tor", entries=[n.cidr for n in networks_of_kind("tor_exit")]),
+            RiskyListSettings(name="cybercafes", kind="public", entries=[n.cidr for n in networks_of_kind("cybercafe")]),
+        ]
+    settings.detectors.new_country.baseline_logins = 1
 
 
 def report_against_incidents(rows, incidents, enabled: set[str]) -> None:

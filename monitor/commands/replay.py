@@ -19,6 +19,7 @@ from monitor.alert_gate import build_gate
 from monitor.config import load_settings
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.geo import GeoServices
 from monitor.shards import build_shard
 from monitor.sources.files import JsonlEventFile
 from sinks.dead_letters import FileDeadLetters
@@ -93,6 +94,9 @@ class Progress:
 
 async def replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    from monitor.logging import configure_logging
+
+    configure_logging("warning", settings.logging.format)  # to stderr: stdout may carry the alerts
     try:
         source = JsonlEventFile(args.events)
         if args.events != "-":
@@ -113,7 +117,8 @@ async def replay(args: argparse.Namespace) -> int:
         sinks.extend(DirectAlertSink(publisher) for publisher in build_publishers(settings))
     metrics = Metrics(detector_ids(), [sink.name for sink in sinks])
     gate = None if args.all_alerts else build_gate(settings)
-    pipeline = Pipeline(lambda partition: build_shard(settings, partition), sinks, metrics, gate=gate)
+    geo = GeoServices.from_settings(settings)  # one per process: GeoIP readers, lists, shared networks
+    pipeline = Pipeline(lambda partition: build_shard(settings, partition, geo=geo), sinks, metrics, gate=gate)
     await pipeline.start_sinks()
     progress = Progress(source, enabled=not args.no_progress)
     started = time.perf_counter()
