@@ -52,8 +52,8 @@ class History(msgspec.Struct, array_like=True, gc=False):
     dropped): about 200 bytes per account in memory, a few dozen in a checkpoint.
     """
 
-    first_at: int  # Unix seconds of the first located login
-    logins: int  # located logins counted, up to `baseline_logins`
+    first_at: int  # Unix seconds of the first located login (the organisation's networks too)
+    logins: int  # located logins counted, up to `baseline_logins` (the organisation's networks too)
     countries: bytes = b""
     asns: bytes = b""
 
@@ -118,7 +118,10 @@ class NewCountry(Detector):
     `baseline_period` after its first. Higher severity outside the portal's
     `allowed_countries`; lower when the network (ASN) is one the account already uses. Logins
     from allowlisted or organisation-shared networks, and from Tor, VPN, proxy and hosting
-    networks, neither alert nor enter the history: their place is not the person's.
+    networks, never alert and never add their country: their place is not the person's. The
+    organisation's networks still count towards the baseline, and an account seen only there
+    is taken to belong in `allowed_countries` (a teacher who only ever logged in at school,
+    then from Lagos, is alerted on; the same teacher at home in Preston is not).
     """
 
     id = "new_country"
@@ -161,7 +164,15 @@ class NewCountry(Detector):
             if asn_key:
                 history.asns, _ = _touch(history.asns, _ASN, asn_key, day, settings.max_networks)
             return None
-        if self.geo.unreliable(ip, location, self.networks) is not None:  # type: ignore[union-attr]
+        unreliable = self.geo.unreliable(ip, location, self.networks)  # type: ignore[union-attr]
+        if unreliable is not None:
+            if unreliable[0] in ("shared", "allowlisted"):
+                # Used at the organisation: the account is active, but the place is not its own.
+                if history is None:
+                    self.history[event.account_id] = History(first_at=at, logins=1)
+                else:
+                    history.first_at = min(history.first_at, at)
+                    history.logins = min(history.logins + 1, settings.baseline_logins)
             return None
         if history is None:
             self.history[event.account_id] = History(
@@ -176,7 +187,10 @@ class NewCountry(Detector):
             history.first_at = at
         if history.logins < settings.baseline_logins:
             history.logins += 1
+        own_places = bool(history.countries)
         history.countries, known_country = _touch(history.countries, _COUNTRY, country, day, settings.max_countries)
+        if not own_places and location.country in self.allowed:
+            known_country = True  # seen only at the organisation so far: its countries are the expected ones
         known_network = False
         if asn_key:
             history.asns, known_network = _touch(history.asns, _ASN, asn_key, day, settings.max_networks)
@@ -208,7 +222,7 @@ class NewCountry(Detector):
             known_asns = known_asns[1:]
         at = event.at
         ip = event.ip or ""
-        codes = ", ".join(code for code, _ in known)
+        codes = ", ".join(code for code, _ in known) or "only the organisation's own networks"
         why = f"a country it had never logged in from (before: {codes} since {utc(history.first_at):%Y-%m-%d})"
         if outside:
             why += f", outside the portal's allowed countries ({', '.join(sorted(self.allowed)) or 'none'})"

@@ -68,17 +68,20 @@ class GeoServices:
             if getattr(getattr(settings.detectors, detector_id, None), "enabled", False)
         ]
         if not geoip.has_city and wanted:
+            hint = (
+                "set geoip.city_db to a GeoLite2-City .mmdb kept fresh by geoipupdate, "
+                "or write demo databases with `portal-monitor geoip write-demo DIR`"
+            )
             if geoip.paths["city_db"]:
                 why = describe_problems([p for p in geoip.problems if p.key == "city_db"])
-            else:
-                why = "geoip.city_db is not set"
-            log.warning(
-                f"GeoIP city database unavailable ({why}): location detectors disabled "
-                "until one can be read (reopened on SIGHUP)",
-                disabled=wanted,
-                hint="set geoip.city_db to a GeoLite2-City .mmdb kept fresh by geoipupdate, "
-                "or run `python -m monitor.geoip_demo DIR` for demo databases",
-            )
+                log.warning(
+                    f"GeoIP city database unavailable ({why}): location detectors disabled "
+                    "until one can be read (reopened on SIGHUP)",
+                    disabled=wanted,
+                    hint=hint,
+                )
+            else:  # not configured: a choice, not a fault
+                log.info("geoip.city_db is not set: location detectors off", disabled=wanted, hint=hint)
         others = [p for p in geoip.problems if p.key != "city_db"]
         if others:
             log.warning(
