@@ -7,7 +7,7 @@ module exists, otherwise from the simple school-day generator below: each accoun
 from its home network (or the school's NAT), views pages, sometimes moves to a mobile network
 mid-session, and logs out. "off" has no [geoip], and impossible_travel, new_country,
 risky_network and shared-network learning switched off (simultaneous_logins only); "on" adds
-demo City/ASN/Anonymous-IP databases written with mmdb-writer, a Tor exit list, the three
+demo City/ASN/Anonymous-IP databases written with mmdb-writer (from monitor.demo.world when present), a Tor exit list, the three
 location detectors and shared-network learning, all at their defaults; "no db" is the default
 settings without [geoip] (location detectors idle, shared learning and risky_network on). Each run
 replays the same pre-encoded records through `build_shard(...).process()` in batches of 5000;
@@ -112,9 +112,15 @@ def main() -> int:
     args = parser.parse_args()
     source, lines = records(args.accounts, args.events, args.seed)
     with tempfile.TemporaryDirectory() as folder, structlog.testing.capture_logs():
-        paths = write_databases(SAMPLE_NETWORKS, folder)
         tor = Path(folder) / "tor-exits.txt"
-        tor.write_text("".join(f"185.220.101.{n}\n" for n in range(1, 200)))
+        try:  # the world the school-day generator draws its addresses from
+            from monitor.demo.world import NETWORKS, networks_of_kind
+
+            paths = write_databases(NETWORKS, folder)
+            tor.write_text("".join(f"{n.cidr}\n" for n in networks_of_kind("tor_exit")))
+        except ImportError:
+            paths = write_databases(SAMPLE_NETWORKS, folder)
+            tor.write_text("".join(f"185.220.101.{n}\n" for n in range(1, 200)))
         off = load_settings(
             None,
             environ={
