@@ -19,6 +19,7 @@ from typing import Any, Literal, Mapping
 import msgspec
 
 from detectors.simultaneous_logins import SimultaneousLoginsSettings
+from monitor.durations import Seconds
 
 ENV_PREFIX = "PORTAL_MONITOR_"
 SECRET_KEYS = ("password", "token", "secret")
@@ -27,23 +28,6 @@ Severity = Literal["low", "medium", "high", "critical"]
 
 class ConfigError(Exception):
     """A configuration value is wrong; the message names the key."""
-
-
-class Seconds(float):
-    """A duration in seconds, written in config as a number or as `500ms`, `30s`, `15m`, `12h`, `180d`."""
-
-    UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0))
-
-    @classmethod
-    def parse(cls, value: object) -> "Seconds":
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return cls(value)
-        if isinstance(value, str):
-            for unit, factor in cls.UNITS:
-                number = value[: -len(unit)].strip()
-                if value.endswith(unit) and number.replace(".", "", 1).isdigit():
-                    return cls(float(number) * factor)
-        raise ValueError(f"not a duration: {value!r} (write e.g. 500ms, 30s, 15m, 12h or 180d)")
 
 
 def _dec_hook(type_: type, value: object) -> object:
