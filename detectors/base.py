@@ -6,8 +6,9 @@ it gives the same alerts, live or in replay, so it is tested with plain lists of
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
+from monitor.accounts.model import Restriction
 from monitor.alerts import Alert
 from monitor.events import PortalEvent
 from monitor.networks import NetworkMap
@@ -17,9 +18,17 @@ from monitor.sessions import AccountState, SessionTable
 class DetectorContext:
     """What the engine lends every detector of a shard: read-only views of shared state."""
 
-    def __init__(self, sessions: SessionTable, networks: NetworkMap) -> None:
+    def __init__(
+        self,
+        sessions: SessionTable,
+        networks: NetworkMap,
+        restricted: Mapping[str, Restriction] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.networks = networks
+        # Disabled and revoked accounts as the account registry knew them when the shard was
+        # built (they are few); the detectors follow later lifecycle events themselves.
+        self.restricted: Mapping[str, Restriction] = restricted or {}
 
 
 class Detector:
