@@ -18,6 +18,9 @@ from typing import Any, Literal, Mapping
 
 import msgspec
 
+from detectors.dormant_account import DormantAccountSettings
+from detectors.dormant_account_login import DormantAccountLoginSettings
+from detectors.revoked_access_use import RevokedAccessUseSettings
 from detectors.simultaneous_logins import SimultaneousLoginsSettings
 from monitor.durations import Seconds
 
@@ -139,6 +142,9 @@ class DetectorSettings(Section):
     simultaneous_logins: SimultaneousLoginsSettings = msgspec.field(
         default_factory=SimultaneousLoginsSettings
     )
+    dormant_account: DormantAccountSettings = msgspec.field(default_factory=DormantAccountSettings)
+    dormant_account_login: DormantAccountLoginSettings = msgspec.field(default_factory=DormantAccountLoginSettings)
+    revoked_access_use: RevokedAccessUseSettings = msgspec.field(default_factory=RevokedAccessUseSettings)
 
 
 class JsonlSinkSettings(Section):
@@ -152,9 +158,23 @@ class PostgresSinkSettings(Section):
     min_severity: Severity = "low"
 
 
+class ActionsSinkSettings(Section):
+    """`portal.action/v1` events for the portal to act on (disable a dormant account), on Kafka."""
+
+    enabled: bool = True
+    topic: str = "portal.actions"
+
+
 class SinkSettings(Section):
     jsonl: JsonlSinkSettings = msgspec.field(default_factory=JsonlSinkSettings)
     postgres: PostgresSinkSettings = msgspec.field(default_factory=PostgresSinkSettings)
+    actions: ActionsSinkSettings = msgspec.field(default_factory=ActionsSinkSettings)
+
+
+class AccountSettings(Section):
+    """The account registry in PostgreSQL (`run`): every account seen or imported, and its status."""
+
+    registry: bool = True
 
 
 class Settings(Section):
@@ -170,6 +190,7 @@ class Settings(Section):
     networks: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     detectors: DetectorSettings = msgspec.field(default_factory=DetectorSettings)
     sinks: SinkSettings = msgspec.field(default_factory=SinkSettings)
+    accounts: AccountSettings = msgspec.field(default_factory=AccountSettings)
 
     def __post_init__(self) -> None:
         import ipaddress

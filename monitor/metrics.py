@@ -107,6 +107,17 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.dormant_accounts = Gauge(
+            "portal_monitor_dormant_accounts",
+            "Accounts in the registry past their portal's dormancy period and not yet disabled (status dormant).",
+            registry=registry,
+        )
+        self.dormancy_sweep_seconds = Histogram(
+            "portal_monitor_dormancy_sweep_seconds",
+            "Time for one shard's sweep of the account registry for warnings and dormancy crossings.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
         self.commits = Counter(
             "portal_monitor_offset_commits_total",
             "Kafka offset commits, by outcome.",
