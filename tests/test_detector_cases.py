@@ -51,7 +51,7 @@ class Collect:
         pass
 
 
-async def replay_case(folder: Path, batch_size: int | None = None) -> Collect:
+async def replay_case(folder: Path, batch_size: int | None = None, registry=None) -> Collect:
     settings_file = folder / "settings.toml"
     settings = load_settings(settings_file if settings_file.exists() else None, environ={})
     lines = (folder / "events.jsonl").read_bytes().splitlines()
@@ -60,7 +60,7 @@ async def replay_case(folder: Path, batch_size: int | None = None) -> Collect:
     first_at = min(msgspec.json.decode(line)["ts"] for _, line in records) if records else None
     now = datetime.fromisoformat(first_at).timestamp() if first_at is not None else None
     sink = Collect()
-    pipeline = build_offline_pipeline(settings, [sink], Metrics(detector_ids(), [sink.name]))
+    pipeline = build_offline_pipeline(settings, [sink], Metrics(detector_ids(), [sink.name]), registry)
     await start_offline(pipeline, str(roster) if roster.exists() else None, now=now)
     size = batch_size or max(len(records), 1)
     for start in range(0, len(records), size):
