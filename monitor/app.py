@@ -7,10 +7,14 @@ they need as arguments.
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Callable
 
 import structlog
 
 from detectors.registry import detector_ids
+from monitor.accounts.lifecycle import AccountLifecycle
+from monitor.accounts.postgres import PostgresRegistry
 from monitor.checkpoints import CheckpointStore
 from monitor.config import Settings
 from monitor.http import HttpServer, build_app
@@ -20,6 +24,7 @@ from monitor.pipeline import Pipeline
 from monitor.service import Service
 from monitor.shards import build_shard
 from monitor.sources.kafka import KafkaEventSource
+from sinks.actions import KafkaActions
 from sinks.dead_letters import KafkaDeadLetters
 from sinks.jsonl import JsonlAlertSink
 from sinks.postgres import PostgresSink
@@ -50,8 +55,16 @@ async def connect_store(settings: Settings, stop: asyncio.Event):
             delay = min(delay * 2, 30)
 
 
-def build_service(settings: Settings) -> Service:
-    """The live daemon, fully wired but not started."""
+def account_lifecycle(settings: Settings, metrics: Metrics, pool=None) -> AccountLifecycle:
+    """Dormancy and account status over the PostgreSQL registry (`run`, `demo`); set `.registry.pool` before start."""
+    detectors = settings.detectors
+    return AccountLifecycle(
+        PostgresRegistry(pool), detectors.dormant_account, detectors.dormant_account_login, metrics=metrics
+    )
+
+
+def build_service(settings: Settings, clock: Callable[[], float] = time.time) -> Service:
+    """The live daemon, fully wired but not started. `clock`: the wall clock for quiet shards."""
     from aiokafka import AIOKafkaProducer
 
     sinks: list = []
@@ -59,6 +72,8 @@ def build_service(settings: Settings) -> Service:
     closers: list = []
     producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all", enable_idempotence=settings.kafka.idempotent_producer)
     sinks.append(KafkaDeadLetters(producer, settings.source.dead_letter_topic))
+    if settings.sinks.actions.enabled:
+        sinks.append(KafkaActions(producer, settings.sinks.actions.topic))
     if settings.sinks.jsonl.enabled:
         sinks.append(JsonlAlertSink(settings.sinks.jsonl.path, settings.sinks.jsonl.min_severity))
     postgres_sink = None
@@ -66,26 +81,38 @@ def build_service(settings: Settings) -> Service:
         postgres_sink = PostgresSink(pool=None, min_severity=settings.sinks.postgres.min_severity)
         sinks.append(postgres_sink)
     metrics = Metrics(detector_ids(), [sink.name for sink in sinks])
-    pipeline = Pipeline(lambda partition: build_shard(settings, partition), sinks, metrics)
+    accounts = account_lifecycle(settings, metrics) if settings.accounts.registry else None
+    pipeline = Pipeline(
+        # The disabled and revoked accounts as the registry knew them when the partition came.
+        lambda partition: build_shard(settings, partition, accounts.restricted if accounts is not None else None),
+        sinks,
+        metrics,
+        accounts=accounts,
+    )
     source = KafkaEventSource(settings.kafka, settings.source)
-    service = Service(settings, pipeline, source, starters, closers)
+    service = Service(settings, pipeline, source, starters, closers, clock=clock)
 
     if settings.http.enabled:
         http = HttpServer(build_app(metrics, service.readiness), settings.http.host, settings.http.port)
         starters.append(http.start)
         closers.append(http.close)
 
-    if postgres_sink is not None:
+    if postgres_sink is not None or accounts is not None:
+        pool_holder: dict = {}
+
         async def start_store() -> None:
-            postgres_sink.pool = await connect_store(settings, service.stop_requested)
+            pool = pool_holder["pool"] = await connect_store(settings, service.stop_requested)
+            if postgres_sink is not None:
+                postgres_sink.pool = pool
             if settings.checkpoint.enabled:
-                service.checkpoints = CheckpointStore(
-                    postgres_sink.pool, settings.source.group_id, settings.source.topic
-                )
+                service.checkpoints = CheckpointStore(pool, settings.source.group_id, settings.source.topic)
+            if accounts is not None:
+                accounts.registry.pool = pool
+                await accounts.start()
 
         async def close_store() -> None:
-            if postgres_sink.pool is not None:
-                await postgres_sink.pool.close()
+            if pool_holder.get("pool") is not None:
+                await pool_holder.pop("pool").close()
 
         starters.append(start_store)
         closers.append(close_store)

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "monitor.commands.repartition",
     "monitor.commands.demo",
     "monitor.commands.check_config",
+    "monitor.commands.accounts",
 )
 
 EXIT_CONFIG = 2

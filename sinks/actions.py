@@ -15,6 +15,7 @@ from typing import IO
 
 import msgspec
 
+from detectors.dormant_account import dormancy_reason
 from monitor.alerts import Alert
 from monitor.engine import Findings
 
@@ -46,15 +47,27 @@ def action_for(alert: Alert) -> Action | None:
     if action != DISABLE_ACCOUNT:
         return None
     idle = evidence.get("idle_since")
-    since = f" (idle since {idle:%Y-%m-%dT%H:%M:%SZ})" if isinstance(idle, datetime) else ""
     return Action(
         action_id=action_id(action, alert.alert_id),
         action=action,
         account_id=alert.account_id,
         portal=alert.portal,
-        reason=f"dormant: no successful login for {evidence.get('period_days')} days{since}",
+        reason=dormancy_reason(evidence.get("period_days", 0), idle.timestamp() if isinstance(idle, datetime) else 0.0),
         alert_id=alert.alert_id,
         ts=alert.ts,
+    )
+
+
+def pending_action(account_id: str, portal: str | None, reason: str, alert_id: str, ts: datetime) -> Action:
+    """The action for an account the registry holds as dormant (what `accounts actions` lists)."""
+    return Action(
+        action_id=action_id(DISABLE_ACCOUNT, alert_id),
+        action=DISABLE_ACCOUNT,
+        account_id=account_id,
+        portal=portal,
+        reason=reason,
+        alert_id=alert_id,
+        ts=ts,
     )
 
 

@@ -170,7 +170,8 @@ class AccountLifecycle:
     async def record(self, findings: Findings) -> None:
         if findings.account_activity or findings.account_changes or findings.dormancy_marks:
             await self.registry.record(findings.account_activity, findings.account_changes, findings.dormancy_marks)
-            await self.publish_gauge()
+            went_dormant = any(mark.stage == "dormant" for mark in findings.dormancy_marks)
+            await self.publish_gauge(force=went_dormant)
 
     # -- 4. sweep ------------------------------------------------------------------------------
 
