@@ -25,6 +25,11 @@ PORTAL_TITLES = {"schools": "Schools' Portal", "parent": "Parent Portal"}
 PORTAL_CLASSES: tuple[str | None, ...] = ("schools", "parent", None)
 
 
+def dormancy_reason(days: int, idle: float) -> str:
+    """Why the account is to be disabled, as the registry and the `disable_account` action say it."""
+    return f"no successful login for {days} days (idle since {utc(idle):%Y-%m-%dT%H:%M:%SZ})"
+
+
 class DormantAccountSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     period: Seconds = Seconds(180 * DAY)
@@ -142,7 +147,7 @@ class DormantAccount:
             return alert, DormancyMark(account.account_id, idle, "warned", warn_at, alert.alert_id, "")
         evidence["stage"] = "dormant"
         evidence["action_required"] = "disable_account"
-        reason = f"no successful login for {days} days (idle since {utc(idle):%Y-%m-%d %H:%M}Z)"
+        reason = dormancy_reason(days, idle)
         alert = new_alert(
             detector=self.id,
             severity=self.settings.severity,
