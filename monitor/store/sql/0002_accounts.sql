@@ -29,7 +29,10 @@ CREATE TABLE accounts (
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 
--- The sweep: active accounts of a portal by idle time.
+-- The sweep: active accounts of a portal by idle time; and those not yet warned for their
+-- current idle spell (warned ones leave this index, so a warning scan touches only the due).
 CREATE INDEX accounts_due ON accounts (portal, idle_since) WHERE status = 'active';
+CREATE INDEX accounts_unwarned ON accounts (portal, idle_since)
+    WHERE status = 'active' AND warned_for IS DISTINCT FROM idle_since;
 -- Listing by status, the disabled and revoked accounts lent to the shards, the dormant gauge.
 CREATE INDEX accounts_status ON accounts (status, account_id) WHERE status <> 'active';
