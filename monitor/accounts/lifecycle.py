@@ -169,9 +169,12 @@ class AccountLifecycle:
 
     async def record(self, findings: Findings) -> None:
         if findings.account_activity or findings.account_changes or findings.dormancy_marks:
-            await self.registry.record(findings.account_activity, findings.account_changes, findings.dormancy_marks)
-            went_dormant = any(mark.stage == "dormant" for mark in findings.dormancy_marks)
-            await self.publish_gauge(force=went_dormant)
+            went_dormant = await self.registry.record(
+                findings.account_activity, findings.account_changes, findings.dormancy_marks
+            )
+            if went_dormant and self.metrics is not None:
+                self.metrics.dormant_accounts.inc(went_dormant)  # a full count corrects it every gauge_every
+            await self.publish_gauge()
 
     # -- 4. sweep ------------------------------------------------------------------------------
 
@@ -249,7 +252,8 @@ class AccountLifecycle:
         findings.dormancy_marks.append(mark)
 
     async def publish_gauge(self, force: bool = False) -> None:
-        """Set `portal_monitor_dormant_accounts` from the registry (at most every `gauge_every` s)."""
+        """Set `portal_monitor_dormant_accounts` from a count in the registry (at most every `gauge_every` s;
+        in between, accounts the sweep made dormant are added as they are marked)."""
         if self.metrics is None:
             return
         now = time.monotonic()

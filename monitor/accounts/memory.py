@@ -104,9 +104,10 @@ class MemoryRegistry:
         activity: Mapping[str, AccountActivity],
         changes: Sequence[StatusChange],
         marks: Sequence[DormancyMark],
-    ) -> None:
+    ) -> int:
         accounts = self.accounts
         touched = set()
+        went_dormant = 0
         for account_id, batch in activity.items():
             if not batch.known:
                 continue  # only failed logins: the name may be no account at all
@@ -123,9 +124,12 @@ class MemoryRegistry:
         for mark in marks:
             account = accounts.get(mark.account_id)
             if account is not None:
+                was = account.status
                 apply_mark(account, mark)
+                went_dormant += was != account.status
         for account_id in touched:
             self._track(accounts[account_id])
+        return went_dormant
 
     async def due(
         self,

@@ -193,10 +193,11 @@ class PostgresRegistry:
         activity: Mapping[str, AccountActivity],
         changes: Sequence[StatusChange],
         marks: Sequence[DormancyMark],
-    ) -> None:
+    ) -> int:
         known = [(account_id, a) for account_id, a in activity.items() if a.known]
         if not (known or changes or marks):
-            return
+            return 0
+        went_dormant = 0
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 if known:
@@ -225,7 +226,7 @@ class PostgresRegistry:
                     await conn.execute(MARK_WARNED, [m.account_id for m in warned], [m.idle_since for m in warned])
                 dormant = [m for m in marks if m.stage == "dormant"]
                 if dormant:
-                    await conn.execute(
+                    status = await conn.execute(
                         MARK_DORMANT,
                         [m.account_id for m in dormant],
                         [m.idle_since for m in dormant],
@@ -233,6 +234,8 @@ class PostgresRegistry:
                         [m.alert_id for m in dormant],
                         [m.reason for m in dormant],
                     )
+                    went_dormant = int(status.rsplit(" ", 1)[-1])
+        return went_dormant
 
     async def due(
         self,

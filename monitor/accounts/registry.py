@@ -28,8 +28,10 @@ class AccountRegistry(Protocol):
         activity: Mapping[str, AccountActivity],
         changes: Sequence[StatusChange],
         marks: Sequence[DormancyMark],
-    ) -> None:
+    ) -> int:
         """Write one batch: activity (first seen, last login, last activity), status changes, then marks.
+
+        Returns how many accounts the marks made dormant.
 
         All at once (one transaction in PostgreSQL); a redelivered batch changes nothing more.
         Accounts named only by failed logins are not created.
