@@ -107,11 +107,6 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
-        self.dormant_accounts = Gauge(
-            "portal_monitor_dormant_accounts",
-            "Accounts in the registry past their portal's dormancy period and not yet disabled (status dormant).",
-            registry=registry,
-        )
         self.dormancy_sweep_seconds = Histogram(
             "portal_monitor_dormancy_sweep_seconds",
             "Time for one shard's sweep of the account registry for warnings and dormancy crossings.",
@@ -144,7 +139,8 @@ class Metrics:
         )
         self.dormant_accounts = Gauge(
             "portal_monitor_dormant_accounts",
-            "Tracked accounts past the dormancy threshold (no successful login for 180 days by default).",
+            "Accounts of this process's partitions past the dormancy threshold (no successful login for "
+            "180 days by default) and not yet disabled; sum over processes for the total.",
             registry=registry,
         )
         self.sink_queue_depth = Gauge(

@@ -59,13 +59,13 @@ class AccountLifecycle:
         self._swept: dict[int, float] = {}  # partition -> watermark of its last complete sweep
         self._starts: dict[int, float] = {}  # partition -> earliest event time this process saw
         self._backlog: set[int] = set()
+        self._owned: set[int] = set()  # partitions of the shards last swept: the gauge counts their accounts
         self._gauge_at = float("-inf")
 
     # -- start and assignment -----------------------------------------------------------------
 
     async def start(self) -> None:
         await self.refresh()
-        await self.publish_gauge(force=True)
 
     async def refresh(self, partitions: int | None = None) -> None:
         """Reload the disabled and revoked accounts (before new shards are built)."""
@@ -185,7 +185,12 @@ class AccountLifecycle:
         findings = Findings()
         swept: dict[int, float] = {}
         backlog: dict[int, bool] = {}
-        for shard in list(shards):
+        shards = list(shards)
+        owned = {shard.partition for shard in shards}
+        if owned != self._owned:
+            self._owned = owned
+            self._gauge_at = float("-inf")  # recount for the new set of partitions
+        for shard in shards:
             watermark = shard.watermark
             if watermark == NO_WATERMARK:
                 continue
@@ -252,12 +257,13 @@ class AccountLifecycle:
         findings.dormancy_marks.append(mark)
 
     async def publish_gauge(self, force: bool = False) -> None:
-        """Set `portal_monitor_dormant_accounts` from a count in the registry (at most every `gauge_every` s;
-        in between, accounts the sweep made dormant are added as they are marked)."""
-        if self.metrics is None:
+        """Set `portal_monitor_dormant_accounts` from a count of this process's accounts in the
+        registry (at most every `gauge_every` s; in between, accounts the sweep made dormant are
+        added as they are marked)."""
+        if self.metrics is None or not self._owned:
             return
         now = time.monotonic()
         if not force and now - self._gauge_at < self.gauge_every:
             return
         self._gauge_at = now
-        self.metrics.dormant_accounts.set(await self.registry.count("dormant"))
+        self.metrics.dormant_accounts.set(await self.registry.count("dormant", sorted(self._owned), self.partitions))

@@ -173,8 +173,12 @@ class MemoryRegistry:
             if a.status in RESTRICTED
         }
 
-    async def count(self, status: str) -> int:
-        return sum(1 for a in self.accounts.values() if a.status == status)
+    async def count(self, status: str, partitions: Sequence[int] | None = None, total: int = 1) -> int:
+        owned = None if partitions is None else set(partitions)
+        return sum(
+            1 for a in self.accounts.values()
+            if a.status == status and (owned is None or a.key_hash % max(total, 1) in owned)
+        )
 
     async def import_roster(self, rows: Iterable[RosterRow], rejections: Rejections, now: float) -> Counts:
         last: dict[str, RosterRow] = {}

@@ -96,6 +96,8 @@ DUE_QUERIES = {
     for warning in (True, False)
 }
 
+COUNT = "SELECT count(*) FROM accounts WHERE status = $1 AND ($2::integer[] IS NULL OR key_hash % $3 = ANY($2))"
+
 RESTRICTED = f"""
 SELECT account_id, status, extract(epoch FROM status_at)::float8 AS since, status_reason,
        {_epoch("idle_since")}
@@ -264,9 +266,9 @@ class PostgresRegistry:
             for row in rows
         }
 
-    async def count(self, status: str) -> int:
+    async def count(self, status: str, partitions: Sequence[int] | None = None, total: int = 1) -> int:
         async with self.pool.acquire() as conn:
-            return await conn.fetchval("SELECT count(*) FROM accounts WHERE status = $1", status)
+            return await conn.fetchval(COUNT, status, None if partitions is None else list(partitions), max(total, 1))
 
     async def import_roster(self, rows: Iterable[RosterRow], rejections: Rejections, now: float) -> Counts:
         """COPY the rows into a temporary table, report duplicates, merge them in with one UPSERT."""

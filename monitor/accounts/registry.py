@@ -60,8 +60,8 @@ class AccountRegistry(Protocol):
         """Every disabled or revoked account (few), for the shards' detectors."""
         ...
 
-    async def count(self, status: str) -> int:
-        """How many accounts have `status`."""
+    async def count(self, status: str, partitions: Sequence[int] | None = None, total: int = 1) -> int:
+        """How many accounts have `status` (only those of `partitions` of `total`, if given)."""
         ...
 
     async def import_roster(self, rows: Iterable[RosterRow], rejections: Rejections, now: float) -> "ImportCounts":
