@@ -1,4 +1,4 @@
-"""The engine without servers: one shard and the in-memory account registry, for `replay` and tests.
+"""One shard over one file: `replay` and tests (in-memory account registry), `demo` (PostgreSQL's).
 
 Built the same way as the daemon's pipeline, so a replayed file raises exactly the alerts the
 daemon would have raised live, dormancy crossings included (the sweep drains to the end of
