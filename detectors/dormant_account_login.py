@@ -106,10 +106,12 @@ class DormantAccountLogin(Detector):
     def __init__(self, settings: DormantAccountLoginSettings, context: DetectorContext) -> None:
         self.settings = settings
         self.words = tuple(word.lower() for word in settings.dormancy_reasons)
-        self.disabled: dict[str, DisabledForDormancy] = {
-            account_id: DisabledForDormancy(r.since, r.reason, r.idle_since)
-            for account_id, r in context.restricted.items()
+        self.lent = {
+            account_id: r for account_id, r in context.restricted.items()
             if r.status == "disabled" and self.for_dormancy(r.reason)
+        }
+        self.disabled: dict[str, DisabledForDormancy] = {
+            account_id: DisabledForDormancy(r.since, r.reason, r.idle_since) for account_id, r in self.lent.items()
         }
 
     def for_dormancy(self, reason: str | None) -> bool:
@@ -149,10 +151,11 @@ class DormantAccountLogin(Detector):
             idle_days = (at - entry.idle_since) / DAY
             evidence["idle_days"] = round(idle_days, 1)
             evidence["idle_since"] = utc(entry.idle_since)
-            idle = f"{idle_days:.0f} days idle"
+            idle = f"{idle_days:.0f} days without a successful login"
         else:
-            idle = f"idle at least since it was disabled {days_disabled:.0f} days ago"
+            idle = "its last successful login is not on the monitor's record"
         where = f" from {event.ip}" if event.ip else ""
+        because = f" ({entry.reason})" if entry.reason else ""
         return new_alert(
             detector=self.id,
             severity=self.settings.severity,
@@ -162,7 +165,7 @@ class DormantAccountLogin(Detector):
             session_ids=[event.session_id] if succeeded and event.session_id else [],
             summary=(
                 f"{_attempt_text(succeeded)} on account {event.account_id}{where} at {utc(at):%Y-%m-%d %H:%M:%S}Z, "
-                f"which was disabled for dormancy on {utc(entry.since):%Y-%m-%d}Z ({idle}): "
+                f"which was disabled for dormancy at {utc(entry.since):%Y-%m-%d %H:%M}Z{because}; {idle}: "
                 "someone is trying a lapsed account."
             ),
             evidence=evidence,
@@ -174,4 +177,10 @@ class DormantAccountLogin(Detector):
         return self.disabled
 
     def restore(self, state: object) -> None:
-        self.disabled = msgspec.convert(state, dict[str, DisabledForDormancy])
+        """Load a checkpoint; a disabling the registry lent that is newer (a roster imported since) stands."""
+        restored = msgspec.convert(state, dict[str, DisabledForDormancy])
+        for account_id, r in self.lent.items():
+            entry = restored.get(account_id)
+            if entry is None or r.since > entry.since:
+                restored[account_id] = DisabledForDormancy(r.since, r.reason, r.idle_since)
+        self.disabled = restored

@@ -49,10 +49,9 @@ class RevokedAccessUse(Detector):
 
     def __init__(self, settings: RevokedAccessUseSettings, context: DetectorContext) -> None:
         self.settings = settings
+        self.lent = {account_id: r for account_id, r in context.restricted.items() if r.status in WHAT}
         self.restricted: dict[str, Restricted] = {
-            account_id: Restricted(r.status, r.since, r.reason, [])
-            for account_id, r in context.restricted.items()
-            if r.status in WHAT
+            account_id: Restricted(r.status, r.since, r.reason, []) for account_id, r in self.lent.items()
         }
 
     def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
@@ -116,4 +115,10 @@ class RevokedAccessUse(Detector):
         return self.restricted
 
     def restore(self, state: object) -> None:
-        self.restricted = msgspec.convert(state, dict[str, Restricted])
+        """Load a checkpoint; a restriction the registry lent that is newer (a roster imported since) stands."""
+        restored = msgspec.convert(state, dict[str, Restricted])
+        for account_id, r in self.lent.items():
+            entry = restored.get(account_id)
+            if entry is None or r.since > entry.since:
+                restored[account_id] = Restricted(r.status, r.since, r.reason, [])
+        self.restricted = restored
