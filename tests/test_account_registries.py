@@ -21,7 +21,7 @@ from monitor.accounts.postgres import PostgresRegistry
 from monitor.accounts.registry import import_roster_file
 from monitor.config import PostgresSettings, load_settings
 from monitor.metrics import Metrics
-from monitor.offline import build_offline_pipeline, finish_offline, start_offline
+from monitor.offline import build_offline_pipeline, start_offline
 from sinks.postgres import PostgresSink
 from tests.test_detector_cases import FOLDERS, Collect, replay_case
 
@@ -144,8 +144,7 @@ async def test_replaying_the_same_file_twice_gives_no_second_alert(postgres_dsn:
             )
             await start_offline(pipeline)
             lines = (folder / "events.jsonl").read_bytes().splitlines()
-            await pipeline.deliver(pipeline.run_batch({0: list(enumerate(lines))}))
-            await finish_offline(pipeline)
+            await pipeline.run_file([list(enumerate(lines))])
             runs.append(collect.alerts)
         stored = await pool.fetch("SELECT detector, severity FROM alerts ORDER BY ts")
     finally:

@@ -26,7 +26,7 @@ from detectors.registry import detector_ids
 from monitor.config import load_settings
 from monitor.engine import Findings
 from monitor.metrics import Metrics
-from monitor.offline import build_offline_pipeline, finish_offline, start_offline
+from monitor.offline import build_offline_pipeline, start_offline
 
 CASES = Path(__file__).parent / "detector_cases"
 
@@ -63,9 +63,7 @@ async def replay_case(folder: Path, batch_size: int | None = None, registry=None
     pipeline = build_offline_pipeline(settings, [sink], Metrics(detector_ids(), [sink.name]), registry)
     await start_offline(pipeline, str(roster) if roster.exists() else None, now=now)
     size = batch_size or max(len(records), 1)
-    for start in range(0, len(records), size):
-        await pipeline.deliver(pipeline.run_batch({0: records[start : start + size]}))
-    await finish_offline(pipeline)
+    await pipeline.run_file(records[start : start + size] for start in range(0, len(records), size))
     return sink
 
 
@@ -86,11 +84,7 @@ FOLDERS = sorted(p for p in CASES.iterdir() if p.is_dir())
 
 # Cases whose outcome still depends on batching, with why. Strict: fixing one fails the test
 # until it is taken off this list.
-BATCH_DEPENDENT = {
-    "max_duration_then_login_elsewhere": "the shard expires sessions after releasing all of a batch's "
-    "events, not interleaved with them, so a page view after the maximum duration keeps the session "
-    "in one batch and opens a new one when batches are single events",
-}
+BATCH_DEPENDENT: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)

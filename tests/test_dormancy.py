@@ -79,6 +79,19 @@ def test_revoked_access_use_snapshot_restores_through_msgspec() -> None:
     fresh = RevokedAccessUse(RevokedAccessUseSettings(), DetectorContext(context.sessions, context.networks))
     fresh.restore(msgspec.json.decode(encoded))
     assert fresh.restricted == detector.restricted
+    # A shard restored from an older checkpoint keeps what the registry lent it since (a roster import).
+    later = RevokedAccessUse(
+        RevokedAccessUseSettings(),
+        DetectorContext(context.sessions, context.networks, restricted={
+            "parent-1": Restriction("revoked", T0 - DAY, "older", None),
+            "parent-3": Restriction("disabled", T0 + DAY, "breach", None),
+        }),
+    )
+    later.restore(msgspec.msgpack.decode(msgspec.msgpack.encode(detector.snapshot())))
+    assert {a: (r.status, r.since, r.reason) for a, r in later.restricted.items()} == {
+        "parent-1": ("revoked", T0, "court ruling"),
+        "parent-3": ("disabled", T0 + DAY, "breach"),
+    }
 
 
 def replay(tmp_path, events, roster=None, *extra):
@@ -152,3 +165,23 @@ def test_replay_login_after_181_days_alerts_and_after_179_does_not(tmp_path) -> 
     assert login[0]["session_ids"] == ["b"]
     after_179 = run(179, tmp_path / "179")
     assert [(a["detector"], a["severity"]) for a in after_179] == [("dormant_account", "low")]
+
+
+def test_a_revocation_survives_a_shard_checkpoint() -> None:
+    settings = load_settings(environ={"PORTAL_MONITOR_ENGINE__ALLOWED_LATENESS": "0s"})
+    before = build_shard(settings, 0)
+    revoked = {"event_id": "r1", "type": "access_revoked", "ts": iso(T0), "account_id": "parent-7",
+               "portal": "parent", "reason": "court ruling"}
+    disabled = {"event_id": "r2", "type": "account_disabled", "ts": iso(T0), "account_id": "staff-8",
+                "reason": "dormant"}
+    before.process([(0, json.dumps(revoked).encode()), (1, json.dumps(disabled).encode())])
+    after = build_shard(settings, 0)
+    after.restore(before.snapshot())
+    login = {"event_id": "l1", "type": "login_succeeded", "ts": iso(T0 + 3600), "account_id": "parent-7",
+             "session_id": "s1", "ip": "86.150.3.7", "portal": "parent"}
+    tried = {"event_id": "l2", "type": "login_failed", "ts": iso(T0 + 3600), "account_id": "staff-8",
+             "ip": "86.150.3.7"}
+    findings = after.process([(2, json.dumps(login).encode()), (3, json.dumps(tried).encode())])
+    assert [(a.detector, a.account_id, a.severity) for a in findings.alerts] == [
+        ("revoked_access_use", "parent-7", "critical"), ("dormant_account_login", "staff-8", "high"),
+    ]

@@ -149,7 +149,6 @@ async def test_wall_clock_crossing_on_a_quiet_stream(kafka_broker, postgres_dsn,
         assert service.pipeline.metrics.dormant_accounts._value.get() == 1
     finally:
         service.stop_requested.set()
-        service.pipeline.stopping.set()
         assert await asyncio.wait_for(running, 30) == 0
 
     assert [r["account_id"] for r in await rows(postgres_dsn, "SELECT * FROM alerts WHERE severity = 'medium'")] == [
