@@ -171,6 +171,7 @@ class Pipeline:
             try:
                 result = await step(*args)
             except Exception as error:
+                self.metrics.sink_deliveries.labels(ACCOUNT_REGISTRY, "failed").inc()
                 if self.give_up.is_set():
                     return GAVE_UP
                 self.metrics.sink_deliveries.labels(ACCOUNT_REGISTRY, "retried").inc()
