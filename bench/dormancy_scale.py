@@ -103,9 +103,9 @@ def run_import(roster: Path, dsn: str) -> dict:
     return {"seconds": round(elapsed, 2), "report": {k: report[k] for k in ("rows_read", "new", "updated", "unchanged", "rejected")}}
 
 
-async def sweep_backlog(registry: PostgresRegistry, watermark: float, partitions: int) -> dict:
+async def sweep_backlog(registry: PostgresRegistry, watermark: float, partitions: int, limit: int) -> dict:
     """Sweep as the pipeline does: chunks of alerts, each followed by writing its marks."""
-    lifecycle = AccountLifecycle(registry, DormantAccountSettings(), DormantAccountLoginSettings())
+    lifecycle = AccountLifecycle(registry, DormantAccountSettings(sweep_limit=limit), DormantAccountLoginSettings())
     lifecycle.partitions = partitions
     shards = [ShardClock(p, watermark) for p in range(partitions)]
     lifecycle._starts = {p: watermark for p in range(partitions)}  # noqa: SLF001 - a stream just begun
@@ -152,6 +152,8 @@ async def main() -> None:
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--admin-dsn", default=os.environ.get("PORTAL_MONITOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--keep", action="store_true", help="keep the database and the CSV")
+    parser.add_argument("--sweep-limit", type=int, default=DormantAccountSettings().sweep_limit,
+                        help="accounts per sweep query (detectors.dormant_account.sweep_limit)")
     args = parser.parse_args()
 
     now = float(int(time.time()))
@@ -165,7 +167,7 @@ async def main() -> None:
     await admin.execute(f'CREATE DATABASE "{name}"')
     base, _, _ = args.admin_dsn.rpartition("/")
     dsn = f"{base}/{name}"
-    results: dict = {"accounts": args.accounts, "roster_mb": round(roster.stat().st_size / 1e6, 1),
+    results: dict = {"accounts": args.accounts, "sweep_limit": args.sweep_limit, "roster_mb": round(roster.stat().st_size / 1e6, 1),
                      "roster_shape": shape, "generate_seconds": round(generated, 1)}
     try:
         results["import"] = run_import(roster, dsn)
@@ -178,7 +180,7 @@ async def main() -> None:
             await conn.execute("ANALYZE accounts")
             results["table_mb"] = round(await conn.fetchval("SELECT pg_total_relation_size('accounts')") / 1e6, 1)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        backlog = await sweep_backlog(registry, now, 1)
+        backlog = await sweep_backlog(registry, now, 1, args.sweep_limit)
         lifecycle = backlog.pop("lifecycle")
         results["sweep_backlog_1_shard"] = backlog
         results["sweep_steady_1_shard"] = await steady_sweep(lifecycle, now + 60, 1)

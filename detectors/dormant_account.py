@@ -42,7 +42,7 @@ class DormantAccountSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only
     warning_severity: Severity = "low"
     sweep_every: Seconds = Seconds(60)
     """Event time between two sweeps of the registry by a shard (alerts carry the exact crossing time)."""
-    sweep_limit: int = 10_000
+    sweep_limit: int = 2_000
     """Accounts per sweep query; a backlog (a fresh roster import) is worked off a chunk per batch."""
 
 
