@@ -106,7 +106,7 @@ class MemoryRegistry:
         marks: Sequence[DormancyMark],
     ) -> int:
         accounts = self.accounts
-        touched = set()
+        before: dict[str, tuple] = {}  # accounts whose idle time, status or portal may move: re-heaped
         went_dormant = 0
         for account_id, batch in activity.items():
             if not batch.known:
@@ -114,21 +114,26 @@ class MemoryRegistry:
             account = accounts.get(account_id)
             if account is None:
                 account = accounts[account_id] = Account(account_id=account_id, key_hash=key_hash(account_id))
+                before[account_id] = ()
+            elif account_id not in before:
+                before[account_id] = (account.idle_since, account.status, account.portal)
             apply_activity(account, batch)
-            touched.add(account_id)
         for account_id, (status, reason, at, reactivated) in final_changes(changes).items():
             account = accounts.get(account_id)
             if account is not None:
+                if account_id not in before:
+                    before[account_id] = (account.idle_since, account.status, account.portal)
                 apply_change(account, status, reason, at, reactivated)
-                touched.add(account_id)
         for mark in marks:
             account = accounts.get(mark.account_id)
             if account is not None:
                 was = account.status
                 apply_mark(account, mark)
                 went_dormant += was != account.status
-        for account_id in touched:
-            self._track(accounts[account_id])
+        for account_id, was in before.items():
+            account = accounts[account_id]
+            if was != (account.idle_since, account.status, account.portal):
+                self._track(account)
         return went_dormant
 
     async def due(

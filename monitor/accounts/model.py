@@ -65,10 +65,14 @@ def idle_since(
     last_login_at: float | None, created_at: float | None, reactivated_at: float | None, first_seen_at: float | None
 ) -> float | None:
     """The same expression as the generated column `accounts.idle_since` in PostgreSQL."""
-    known = [t for t in (last_login_at, created_at, reactivated_at) if t is not None]
-    if last_login_at is None and created_at is None and first_seen_at is not None:
-        known.append(first_seen_at)
-    return max(known) if known else None
+    since = last_login_at
+    if created_at is not None and (since is None or created_at > since):
+        since = created_at
+    if since is None:
+        since = first_seen_at  # never seen logging in, creation unknown
+    if reactivated_at is not None and (since is None or reactivated_at > since):
+        since = reactivated_at
+    return since
 
 
 class Restriction(msgspec.Struct, array_like=True):
