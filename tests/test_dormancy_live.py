@@ -104,6 +104,7 @@ async def test_wall_clock_crossing_on_a_quiet_stream(kafka_broker, postgres_dsn,
                 break
             await asyncio.sleep(0.1)
         assert service.readiness()[0], service.readiness()
+        assert service.pipeline.accounts.partitions == 2  # each shard sweeps its own key-hash share
 
         # The revoked parent (known from the roster only) logs in: critical at once.
         producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
