@@ -19,6 +19,9 @@ COMMAND_MODULES = (
     "monitor.commands.repartition",
     "monitor.commands.demo",
     "monitor.commands.check_config",
+    "monitor.commands.alerts",
+    "monitor.commands.sessions",
+    "monitor.commands.silences",
     "monitor.commands.accounts",
 )
 

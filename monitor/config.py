@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -158,6 +159,69 @@ class PostgresSinkSettings(Section):
     min_severity: Severity = "low"
 
 
+class MqttSinkSettings(Section):
+    """Alerts to an MQTT broker on `{topic_prefix}/{severity}/{detector}`, QoS 1 (delivered once PUBACK'd)."""
+
+    enabled: bool = False
+    min_severity: Severity = "low"
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "portal-monitor"
+    topic_prefix: str = "portal-monitor/alerts"
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    tls_check_hostname: bool = True
+    keepalive: int = 60
+    timeout: Seconds = Seconds(10)
+
+
+class KafkaAlertSinkSettings(Section):
+    """Alerts to a Kafka topic, key = account_id; connection, TLS and SASL from [kafka]."""
+
+    enabled: bool = False
+    min_severity: Severity = "low"
+    topic: str = "portal.alerts"
+    timeout: Seconds = Seconds(30)
+
+
+class WebhookSinkSettings(Section):
+    """Alerts as a signed JSON POST: `X-Portal-Monitor-Signature: sha256=HMAC(secret, "{timestamp}.{body}")`."""
+
+    enabled: bool = False
+    min_severity: Severity = "low"
+    url: str = ""
+    secret: str = ""
+    secret_file: str = ""
+    ca_file: str = ""
+    tls_verify: bool = True
+    timeout: Seconds = Seconds(10)
+
+
+class AlertmanagerSinkSettings(Section):
+    """Alerts to Prometheus Alertmanager's API v2 (`POST {url}/api/v2/alerts`)."""
+
+    enabled: bool = False
+    min_severity: Severity = "low"
+    url: str = "http://127.0.0.1:9093"
+    generator_url: str = ""
+    """Base URL of the responder API or UI; `{generator_url}/alerts/{alert_id}` goes into generatorURL."""
+    resolve_after: Seconds = Seconds(3600)
+    """Alertmanager keeps the alert firing this long after delivery (endsAt), then resolves it."""
+    bearer_token: str = ""
+    bearer_token_file: str = ""
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    tls_verify: bool = True
+    timeout: Seconds = Seconds(10)
+
+
 class ActionsSinkSettings(Section):
     """`portal.action/v1` events for the portal to act on (disable a dormant account), on Kafka."""
 
@@ -168,7 +232,62 @@ class ActionsSinkSettings(Section):
 class SinkSettings(Section):
     jsonl: JsonlSinkSettings = msgspec.field(default_factory=JsonlSinkSettings)
     postgres: PostgresSinkSettings = msgspec.field(default_factory=PostgresSinkSettings)
+    mqtt: MqttSinkSettings = msgspec.field(default_factory=MqttSinkSettings)
+    kafka: KafkaAlertSinkSettings = msgspec.field(default_factory=KafkaAlertSinkSettings)
+    webhook: WebhookSinkSettings = msgspec.field(default_factory=WebhookSinkSettings)
+    alertmanager: AlertmanagerSinkSettings = msgspec.field(default_factory=AlertmanagerSinkSettings)
     actions: ActionsSinkSettings = msgspec.field(default_factory=ActionsSinkSettings)
+
+
+class DeliverySettings(Section):
+    """The outbox relays: one per external sink, reading `alert_outbox` rows in PostgreSQL."""
+
+    retry_initial: Seconds = Seconds(1)
+    retry_max: Seconds = Seconds(300)
+    batch_size: int = 100
+    poll_interval: Seconds = Seconds(1)
+    lease: Seconds = Seconds(120)
+    """A claimed row is re-offered to any monitor process after this long without an answer."""
+
+
+class SilenceSettings(Section):
+    """Alerts matching every given field (account, detector, network) raised in [starts, expires) are silenced."""
+
+    expires: datetime
+    account_id: str | None = None
+    detector: str | None = None
+    network: str | None = None
+    starts: datetime | None = None
+    reason: str = ""
+
+
+class AlertingSettings(Section):
+    """Noise control, in event time: cool-down per (detector, account) and silences."""
+
+    cooldown: Seconds = Seconds(15 * 60)
+    """Repeats of a detector for one account within this long of its first alert are grouped into it."""
+    cooldowns: dict[str, Seconds] = {}
+    """Per-detector cool-downs, e.g. `simultaneous_logins = "30m"`."""
+    silences: list[SilenceSettings] = []
+    silence_refresh: Seconds = Seconds(30)
+    """How often the daemon reloads silences added with `portal-monitor silences add`."""
+
+
+class ApiSettings(Section):
+    """The responder HTTP API under /api/v1; disabled while no token is configured."""
+
+    token: str = ""
+    token_file: str = ""
+    max_limit: int = 1000
+
+
+class RetentionSettings(Section):
+    """Session timelines and resolved alerts are purged this long after they ended."""
+
+    enabled: bool = True
+    keep_for: Seconds = Seconds(400 * 86400)
+    interval: Seconds = Seconds(3600)
+    chunk: int = 1000
 
 
 class AccountSettings(Section):
@@ -190,6 +309,10 @@ class Settings(Section):
     networks: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     detectors: DetectorSettings = msgspec.field(default_factory=DetectorSettings)
     sinks: SinkSettings = msgspec.field(default_factory=SinkSettings)
+    delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    alerting: AlertingSettings = msgspec.field(default_factory=AlertingSettings)
+    api: ApiSettings = msgspec.field(default_factory=ApiSettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     accounts: AccountSettings = msgspec.field(default_factory=AccountSettings)
 
     def __post_init__(self) -> None:
@@ -200,6 +323,16 @@ class Settings(Section):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(f"networks.allowlist: not a CIDR: {cidr!r}") from None
+        for n, silence in enumerate(self.alerting.silences):
+            if not (silence.account_id or silence.detector or silence.network):
+                raise ValueError(f"alerting.silences[{n}]: name an account_id, a detector or a network")
+            if silence.network:
+                try:
+                    ipaddress.ip_network(silence.network, strict=False)
+                except ValueError:
+                    raise ValueError(f"alerting.silences[{n}].network: not a CIDR: {silence.network!r}") from None
+            if silence.expires.tzinfo is None or (silence.starts and silence.starts.tzinfo is None):
+                raise ValueError(f"alerting.silences[{n}]: write times with an offset or Z")
 
 
 def _env_value(text: str) -> object:
@@ -227,6 +360,11 @@ def _read_secret_files(settings: Settings) -> None:
     for section, key in (
         (settings.kafka, "sasl_password"),
         (settings.postgres, "password"),
+        (settings.sinks.mqtt, "password"),
+        (settings.sinks.webhook, "secret"),
+        (settings.sinks.alertmanager, "bearer_token"),
+        (settings.sinks.alertmanager, "password"),
+        (settings.api, "token"),
     ):
         path = getattr(section, f"{key}_file")
         if path and not getattr(section, key):

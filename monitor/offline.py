@@ -21,9 +21,14 @@ from sinks.base import Sink
 
 
 def build_offline_pipeline(
-    settings: Settings, sinks: Sequence[Sink], metrics: Metrics, registry: AccountRegistry | None = None
+    settings: Settings,
+    sinks: Sequence[Sink],
+    metrics: Metrics,
+    registry: AccountRegistry | None = None,
+    gate=None,
 ) -> Pipeline:
-    """A pipeline over `registry` (a fresh in-memory one by default); call `start_offline` next."""
+    """A pipeline over `registry` (a fresh in-memory one by default) and the alert `gate`, if
+    any (`monitor.alert_gate`); call `start_offline` next."""
     lifecycle = AccountLifecycle(
         registry if registry is not None else MemoryRegistry(),
         settings.detectors.dormant_account,
@@ -32,7 +37,11 @@ def build_offline_pipeline(
         metrics=metrics,
     )
     return Pipeline(
-        lambda partition: build_shard(settings, partition, lifecycle.restricted), sinks, metrics, accounts=lifecycle
+        lambda partition: build_shard(settings, partition, lifecycle.restricted),
+        sinks,
+        metrics,
+        gate=gate,
+        accounts=lifecycle,
     )
 
 

@@ -3,7 +3,8 @@
 Order of a batch, and what a crash at each step means:
 1. records are taken from the source (nothing is committed yet);
 2. each partition's shard decodes and runs its records (in memory only);
-3. the findings go to every sink; `deliver` returns only when all acknowledged (retrying
+3. the alert gate (noise control, `monitor.alert_gate`) groups repeats and applies silences;
+   the findings go to every sink; `deliver` returns only when all acknowledged (retrying
    with backoff while a sink is down, never dropping). With an account registry, `deliver`
    first checks the batch's login attempts against it, and after the sinks records the
    batch there and sweeps it for dormancy crossings (`monitor.accounts.lifecycle`);
@@ -16,13 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
 from monitor.engine import Findings, Shard
 from monitor.metrics import Metrics
 from sinks.base import Sink
+
+if TYPE_CHECKING:
+    from monitor.alert_gate import AlertGate
 
 log = structlog.get_logger("monitor.pipeline")
 ACCOUNT_REGISTRY = "account_registry"  # its writes are counted and retried like a sink's
@@ -39,9 +43,11 @@ class Pipeline:
         metrics: Metrics,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        gate: "AlertGate | None" = None,
         accounts=None,
     ) -> None:
         self.shard_factory = shard_factory
+        self.gate = gate
         self.accounts = accounts  # monitor.accounts.lifecycle.AccountLifecycle, or None
         if accounts is not None:
             metrics.add_sinks([ACCOUNT_REGISTRY])
@@ -202,6 +208,13 @@ class Pipeline:
         for alert in findings.alerts:
             self.metrics.alerts.labels(alert.detector, alert.severity).inc()
         self.alerts_raised += len(findings.alerts)
+        if self.gate is not None and findings.alerts:
+            findings = self.gate.apply(findings)
+            suppressed = self.metrics.alerts_suppressed
+            for repeat in findings.repeats:
+                suppressed.labels(repeat.detector, "grouped").inc()
+            for alert, _ in findings.silenced:
+                suppressed.labels(alert.detector, "silenced").inc()
         pending = list(self.sinks)
         delay = self.retry_initial
         while pending:

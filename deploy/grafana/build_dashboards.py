@@ -319,6 +319,8 @@ def overview() -> dict:
 def detectors() -> dict:
     L = Layout()
     rate = "[$__rate_interval]"
+    # Verdict totals are read from the store, so every replica exports the same store-wide
+    # count: take max across replicas, never sum.
     verdicts = m("portal_monitor_alert_verdicts_total")
     fp = m("portal_monitor_alert_verdicts_total", 'verdict="false_positive"')
     panels = [
@@ -330,19 +332,19 @@ def detectors() -> dict:
             decimals=0, overrides=severity_overrides()),
         L.row("Responders' verdicts"),
         panel(L, "bargauge", "False-positive rate by detector (time range)", [prom_target(
-            f"sum by (detector) (increase({fp}[$__range])) / clamp_min(sum by (detector) (increase({verdicts}[$__range])), 1)",
+            f"max by (detector) (increase({fp}[$__range])) / clamp_min(sum by (detector) (max by (detector, verdict) (increase({verdicts}[$__range]))), 1)",
             "{{detector}}", instant=True)], unit="percentunit", min_value=0, w=12, h=8,
             thresholds=[(None, "green"), (0.2, "orange"), (0.5, "red")],
             options={"orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True,
                      "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
             description="Share of judged alerts that responders marked false_positive. 0 when no alert was judged."),
         timeseries(L, "False-positive rate by detector (1 day window)", [prom_target(
-            f"sum by (detector) (increase({fp}[1d])) / clamp_min(sum by (detector) (increase({verdicts}[1d])), 1)",
+            f"max by (detector) (increase({fp}[1d])) / clamp_min(sum by (detector) (max by (detector, verdict) (increase({verdicts}[1d]))), 1)",
             "{{detector}}")], unit="percentunit", min_value=0, w=12),
         table(L, "Verdicts in range", [prom_target(
-            f"sum by (detector, verdict) (increase({verdicts}[$__range]))", "", instant=True)], w=12, h=8, decimals=0),
+            f"max by (detector, verdict) (increase({verdicts}[$__range]))", "", instant=True)], w=12, h=8, decimals=0),
         timeseries(L, "Alerts not yet judged (range)", [prom_target(
-            f"clamp_min(sum by (detector) (increase({m('portal_monitor_alerts_total')}[$__range])) - sum by (detector) (increase({verdicts}[$__range])), 0)",
+            f"clamp_min(sum by (detector) (increase({m('portal_monitor_alerts_total')}[$__range])) - sum by (detector) (max by (detector, verdict) (increase({verdicts}[$__range]))), 0)",
             "{{detector}}")], w=12, h=8, decimals=0, description="Alerts raised minus verdicts given, per detector."),
         L.row("Cost"),
         timeseries(L, "Detector time p99 per batch", [prom_target(

@@ -75,7 +75,7 @@ async def demo(args: argparse.Namespace) -> int:
     settings.postgres.dsn = dsn
     pool = await store.connect(settings.postgres)
     await store.migrate(pool)
-    await pool.execute("TRUNCATE alerts, flagged_sessions, session_items, accounts")  # each demo run starts clean
+    await pool.execute("TRUNCATE alerts, flagged_sessions, session_items, accounts CASCADE")  # each demo run starts clean
 
     postgres_sink = PostgresSink(pool)
     dead_letters = FileDeadLetters(str(data_dir / "dead-letters.jsonl"))

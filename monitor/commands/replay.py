@@ -1,7 +1,10 @@
 """`portal-monitor replay`: the same engine over a JSON-lines file, in event time.
 
 Needs no configuration and no server: alerts go out as JSON lines, dead letters to a file,
-and a summary closes the run. Time-driven rules fire exactly as they would have live.
+and a summary closes the run. Time-driven rules fire exactly as they would have live, and so
+do the cool-down grouping and the config file's silences (the alert gate works in event time).
+With `--sinks` the external sinks of the config are written to directly (there is no outbox
+without PostgreSQL).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 
 from detectors.registry import detector_ids
 from monitor.accounts.roster import RosterError
+from monitor.alert_gate import build_gate
 from monitor.config import load_settings
 from monitor.metrics import Metrics
 from monitor.offline import build_offline_pipeline, start_offline
@@ -59,6 +63,17 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "--summary", choices=("text", "json"), default="text", help="format of the closing summary (stderr)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    parser.add_argument(
+        "--sinks",
+        action="store_true",
+        help="also deliver alerts to the external sinks enabled in the config ([sinks.mqtt], "
+        "[sinks.kafka], [sinks.webhook], [sinks.alertmanager]) directly, without the outbox",
+    )
+    parser.add_argument(
+        "--all-alerts",
+        action="store_true",
+        help="write every alert raised: no cool-down grouping, no silences (as live would not)",
+    )
     parser.set_defaults(func=replay)
 
 
@@ -102,11 +117,17 @@ async def replay(args: argparse.Namespace) -> int:
     )
     alerts_sink = JsonlAlertSink(args.alerts_out)
     dead_letters = FileDeadLetters(dead_letter_path)
-    sinks = [alerts_sink, dead_letters]
+    sinks: list = [alerts_sink, dead_letters]
     if args.actions_out:
         sinks.append(FileActions(args.actions_out))
+    if args.sinks:
+        from monitor.app import build_publishers
+        from sinks.outbound import DirectAlertSink
+
+        sinks.extend(DirectAlertSink(publisher) for publisher in build_publishers(settings))
     metrics = Metrics(detector_ids(), [sink.name for sink in sinks])
-    pipeline = build_offline_pipeline(settings, sinks, metrics)
+    gate = None if args.all_alerts else build_gate(settings)
+    pipeline = build_offline_pipeline(settings, sinks, metrics, gate=gate)
     try:
         roster = await start_offline(pipeline, args.accounts)
     except RosterError as error:
@@ -147,6 +168,7 @@ def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt
         "outcomes": by_label(metrics.events, lambda labels: labels["outcome"]),
         "invalid": by_label(metrics.invalid_events, lambda labels: labels["reason"]),
         "alerts": by_label(metrics.alerts, lambda labels: labels["detector"]),
+        "suppressed": by_label(metrics.alerts_suppressed, lambda labels: labels["reason"]),
         "dead_letters": dead_letters.path if dead_letters.written else None,
     }
     if fmt == "json":
@@ -158,6 +180,8 @@ def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt
         "  invalid:  " + (", ".join(f"{k} {v:,}" for k, v in summary["invalid"].items()) or "none"),
         "  alerts:   " + (", ".join(f"{k} {v:,}" for k, v in summary["alerts"].items()) or "none"),
     ]
+    if summary["suppressed"]:
+        lines.append("  not published: " + ", ".join(f"{k} {v:,}" for k, v in summary["suppressed"].items()))
     if summary["dead_letters"]:
         lines.append(f"  dead letters written to {summary['dead_letters']}")
     print("\n".join(lines), file=sys.stderr)
