@@ -26,8 +26,6 @@ from monitor.config import load_settings
 
 pytestmark = pytest.mark.integration
 DAY = 86400.0
-# Day 100 is a minute from now: a roster's statuses hold from the time of its import (now).
-T0 = float(int(time.time()) + 60 - 100 * 86400)
 
 
 class Clock:
@@ -64,6 +62,8 @@ async def eventually(dsn: str, query: str, want, timeout: float = 30.0, *args):
 
 
 async def test_wall_clock_crossing_on_a_quiet_stream(kafka_broker, postgres_dsn, tmp_path):
+    # Day 100 is a minute from now: a roster's statuses hold from the time of its import (now).
+    T0 = float(int(time.time()) + 60 - 100 * DAY)  # noqa: N806
     roster = tmp_path / "roster.csv"
     roster.write_text(
         "account_id,portal,role,created_at,last_login_at,status,reason\n"
