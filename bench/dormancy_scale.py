@@ -40,7 +40,6 @@ from monitor import store  # noqa: E402
 from monitor.accounts.lifecycle import AccountLifecycle  # noqa: E402
 from monitor.accounts.postgres import PostgresRegistry  # noqa: E402
 from monitor.config import PostgresSettings  # noqa: E402
-from monitor.engine import Findings  # noqa: E402
 
 DAY = 86400.0
 

@@ -6,7 +6,6 @@ mirror the Python ones, so the alerts and the registry's final state must be the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import textwrap
 from pathlib import Path
