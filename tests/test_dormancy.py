@@ -185,3 +185,21 @@ def test_a_revocation_survives_a_shard_checkpoint() -> None:
     assert [(a.detector, a.account_id, a.severity) for a in findings.alerts] == [
         ("revoked_access_use", "parent-7", "critical"), ("dormant_account_login", "staff-8", "high"),
     ]
+
+
+async def test_an_idle_spell_begun_by_re_enabling_is_stated_as_such(tmp_path) -> None:
+    from tests.test_detector_cases import replay_case
+
+    events = [
+        {"event_id": "1", "type": "account_disabled", "ts": iso(T0), "account_id": "staff-5", "reason": "breach"},
+        {"event_id": "2", "type": "account_enabled", "ts": iso(T0 + DAY), "account_id": "staff-5"},
+        {"event_id": "3", "type": "login_failed", "ts": iso(T0 + 200 * DAY), "account_id": "staff-5", "ip": "203.0.113.9"},
+    ]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (tmp_path / "expected.json").write_text("[]")
+    for batch_size in (None, 1):
+        alerts = (await replay_case(tmp_path, batch_size)).alerts
+        login = [a for a in alerts if a.detector == "dormant_account_login"]
+        assert len(login) == 1 and login[0].evidence["idle_basis"] == "re-enabled", alerts
+        crossing = [a for a in alerts if a.detector == "dormant_account" and a.severity == "medium"]
+        assert "re-enabled" in crossing[0].summary and crossing[0].ts.timestamp() == T0 + 181 * DAY

@@ -32,6 +32,8 @@ from monitor.accounts.registry import AccountRegistry
 from monitor.engine import NO_WATERMARK, Findings, Shard
 
 log = structlog.get_logger("monitor.accounts.lifecycle")
+# What began an idle spell inside a batch, as the registry field it would set.
+SPELL_BASIS = {"login": "last_login_at", "created": "created_at", "enabled": "reactivated_at"}
 
 
 class AccountLifecycle:
@@ -101,7 +103,8 @@ class AccountLifecycle:
             for spell in batch.closed_spells():
                 if spell.start is None:
                     continue
-                view = Account(account_id=account_id, key_hash=0, portal=portal, last_login_at=spell.start)
+                view = Account(account_id=account_id, key_hash=0, portal=portal)
+                setattr(view, SPELL_BASIS.get(spell.started_by, "last_login_at"), spell.start)
                 self._check(findings, raised, view, spell, spell.start, portal, warned=False, dormant=False, since=NO_WATERMARK, mark=False)
 
     def _check(

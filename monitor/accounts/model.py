@@ -106,6 +106,7 @@ class Spell(msgspec.Struct, array_like=True, gc=False):
     end: float | None = None
     ended_by: str | None = None
     attempt: LoginAttempt | None = None
+    started_by: str = "login"  # what reset the clock at `start`: "login", "created" or "enabled"
 
 
 class AccountActivity(msgspec.Struct, kw_only=True):
@@ -128,6 +129,7 @@ class AccountActivity(msgspec.Struct, kw_only=True):
     first: Spell | None = None
     spells: list[Spell] | None = None
     spell_start: float | None = None  # the open spell begun in this batch, if any
+    spell_cause: str = "login"  # what began it
     spell_attempt: LoginAttempt | None = None  # its first attempt at least the gap floor in
     inactive: bool = False  # disabled or revoked by an event of this batch
 
@@ -157,18 +159,18 @@ class AccountActivity(msgspec.Struct, kw_only=True):
             elif self.first.end is None and not self.inactive:
                 self.first.end, self.first.ended_by = at, ended_by
         elif at - start >= floor or self.spell_attempt is not None:
-            self.add_spell(Spell(start, at, ended_by, self.spell_attempt))
+            self.add_spell(Spell(start, at, ended_by, self.spell_attempt, self.spell_cause))
         self.spell_attempt = None
         if ended_by in ("disabled", "revoked"):
             self.inactive, self.spell_start = True, None
         else:
-            self.inactive, self.spell_start = False, at
+            self.inactive, self.spell_start, self.spell_cause = False, at, ended_by
 
     def closed_spells(self) -> list[Spell]:
         """The batch's spells worth checking, the open one included if an attempt came in it."""
         spells = list(self.spells or ())
         if self.spell_start is not None and self.spell_attempt is not None:
-            spells.append(Spell(self.spell_start, None, None, self.spell_attempt))
+            spells.append(Spell(self.spell_start, None, None, self.spell_attempt, self.spell_cause))
         return spells
 
     def add_spell(self, spell: Spell) -> None:
@@ -198,6 +200,7 @@ class AccountActivity(msgspec.Struct, kw_only=True):
             self.add_spell(spell)
         if later.spell_start is not None or later.inactive:
             self.spell_start, self.spell_attempt, self.inactive = later.spell_start, later.spell_attempt, later.inactive
+            self.spell_cause = later.spell_cause
 
 
 class StatusChange(msgspec.Struct, array_like=True, gc=False):
