@@ -6,8 +6,9 @@ it gives the same alerts, live or in replay, so it is tested with plain lists of
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
+from monitor.accounts.model import Restriction
 from monitor.alerts import Alert
 from monitor.events import PortalEvent
 from monitor.networks import NetworkMap
@@ -25,10 +26,19 @@ IP_CHANGED = "ip_changed"
 class DetectorContext:
     """What the engine lends every detector of a shard: read-only views of shared state."""
 
-    def __init__(self, sessions: SessionTable, networks: NetworkMap, geo: "GeoServices | None" = None) -> None:
+    def __init__(
+        self,
+        sessions: SessionTable,
+        networks: NetworkMap,
+        geo: "GeoServices | None" = None,
+        restricted: Mapping[str, Restriction] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.networks = networks
         self.geo = geo
+        # Disabled and revoked accounts as the account registry knew them when the shard was
+        # built (they are few); the detectors follow later lifecycle events themselves.
+        self.restricted: Mapping[str, Restriction] = restricted or {}
 
 
 class Detector:

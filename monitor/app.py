@@ -7,11 +7,15 @@ they need as arguments.
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Callable
 
 import structlog
 
 from detectors.registry import detector_ids
 from monitor import api
+from monitor.accounts.lifecycle import AccountLifecycle
+from monitor.accounts.postgres import PostgresRegistry
 from monitor.alert_gate import build_gate
 from monitor.checkpoints import CheckpointStore
 from monitor.config import ConfigError, Settings
@@ -24,6 +28,7 @@ from monitor.service import Service
 from monitor.geo import GeoServices
 from monitor.shards import build_shard
 from monitor.sources.kafka import KafkaEventSource
+from sinks.actions import KafkaActions
 from sinks.dead_letters import KafkaDeadLetters
 from sinks.jsonl import JsonlAlertSink
 from sinks.outbound import DirectAlertSink
@@ -55,8 +60,16 @@ async def connect_store(settings: Settings, stop: asyncio.Event):
             delay = min(delay * 2, 30)
 
 
-def build_service(settings: Settings) -> Service:
-    """The live daemon, fully wired but not started."""
+def account_lifecycle(settings: Settings, metrics: Metrics, pool=None) -> AccountLifecycle:
+    """Dormancy and account status over the PostgreSQL registry (`run`, `demo`); set `.registry.pool` before start."""
+    detectors = settings.detectors
+    return AccountLifecycle(
+        PostgresRegistry(pool), detectors.dormant_account, detectors.dormant_account_login, metrics=metrics
+    )
+
+
+def build_service(settings: Settings, clock: Callable[[], float] = time.time) -> Service:
+    """The live daemon, fully wired but not started. `clock`: the wall clock for quiet shards."""
     from aiokafka import AIOKafkaProducer
 
     check_sinks(settings)
@@ -65,6 +78,8 @@ def build_service(settings: Settings) -> Service:
     closers: list = []
     producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all", enable_idempotence=settings.kafka.idempotent_producer)
     sinks.append(KafkaDeadLetters(producer, settings.source.dead_letter_topic))
+    if settings.sinks.actions.enabled:
+        sinks.append(KafkaActions(producer, settings.sinks.actions.topic))
     if settings.sinks.jsonl.enabled:
         sinks.append(JsonlAlertSink(settings.sinks.jsonl.path, settings.sinks.jsonl.min_severity))
     publishers = build_publishers(settings, producer)
@@ -83,9 +98,19 @@ def build_service(settings: Settings) -> Service:
     metrics = Metrics(detector_ids(), [sink.name for sink in sinks])
     gate = build_gate(settings)
     geo = GeoServices.from_settings(settings)  # one per process: GeoIP readers, lists, shared networks
-    pipeline = Pipeline(lambda partition: build_shard(settings, partition, geo=geo), sinks, metrics, gate=gate)
+    accounts = account_lifecycle(settings, metrics) if settings.accounts.registry else None
+    pipeline = Pipeline(
+        # The disabled and revoked accounts as the registry knew them when the partition came.
+        lambda partition: build_shard(
+            settings, partition, geo=geo, restricted=accounts.restricted if accounts is not None else None
+        ),
+        sinks,
+        metrics,
+        gate=gate,
+        accounts=accounts,
+    )
     source = KafkaEventSource(settings.kafka, settings.source)
-    service = Service(settings, pipeline, source, starters, closers)
+    service = Service(settings, pipeline, source, starters, closers, clock=clock)
 
     if settings.http.enabled:
         app = build_app(metrics, service.readiness)
@@ -94,17 +119,22 @@ def build_service(settings: Settings) -> Service:
         starters.append(http.start)
         closers.append(http.close)
 
-    if postgres_sink is not None:
+    if postgres_sink is not None or accounts is not None:
+        pool_holder: dict = {}
+
         async def start_store() -> None:
-            postgres_sink.pool = await connect_store(settings, service.stop_requested)
+            pool = pool_holder["pool"] = await connect_store(settings, service.stop_requested)
+            if postgres_sink is not None:
+                postgres_sink.pool = pool
             if settings.checkpoint.enabled:
-                service.checkpoints = CheckpointStore(
-                    postgres_sink.pool, settings.source.group_id, settings.source.topic
-                )
+                service.checkpoints = CheckpointStore(pool, settings.source.group_id, settings.source.topic)
+            if accounts is not None:
+                accounts.registry.pool = pool
+                await accounts.start()
 
         async def close_store() -> None:
-            if postgres_sink.pool is not None:
-                await postgres_sink.pool.close()
+            if pool_holder.get("pool") is not None:
+                await pool_holder.pop("pool").close()
 
         starters.append(start_store)
         closers.append(close_store)

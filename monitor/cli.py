@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "monitor.commands.silences",
     "monitor.commands.geoip",
     "monitor.commands.networks",
+    "monitor.commands.accounts",
 )
 
 EXIT_CONFIG = 2

@@ -22,6 +22,9 @@ import msgspec
 from detectors.impossible_travel import ImpossibleTravelSettings
 from detectors.new_country import NewCountrySettings
 from detectors.risky_network import RiskyNetworkSettings
+from detectors.dormant_account import DormantAccountSettings
+from detectors.dormant_account_login import DormantAccountLoginSettings
+from detectors.revoked_access_use import RevokedAccessUseSettings
 from detectors.simultaneous_logins import SimultaneousLoginsSettings
 from monitor.durations import Seconds
 
@@ -187,6 +190,9 @@ class DetectorSettings(Section):
     impossible_travel: ImpossibleTravelSettings = msgspec.field(default_factory=ImpossibleTravelSettings)
     new_country: NewCountrySettings = msgspec.field(default_factory=NewCountrySettings)
     risky_network: RiskyNetworkSettings = msgspec.field(default_factory=RiskyNetworkSettings)
+    dormant_account: DormantAccountSettings = msgspec.field(default_factory=DormantAccountSettings)
+    dormant_account_login: DormantAccountLoginSettings = msgspec.field(default_factory=DormantAccountLoginSettings)
+    revoked_access_use: RevokedAccessUseSettings = msgspec.field(default_factory=RevokedAccessUseSettings)
 
 
 class JsonlSinkSettings(Section):
@@ -263,6 +269,13 @@ class AlertmanagerSinkSettings(Section):
     timeout: Seconds = Seconds(10)
 
 
+class ActionsSinkSettings(Section):
+    """`portal.action/v1` events for the portal to act on (disable a dormant account), on Kafka."""
+
+    enabled: bool = True
+    topic: str = "portal.actions"
+
+
 class SinkSettings(Section):
     jsonl: JsonlSinkSettings = msgspec.field(default_factory=JsonlSinkSettings)
     postgres: PostgresSinkSettings = msgspec.field(default_factory=PostgresSinkSettings)
@@ -270,6 +283,7 @@ class SinkSettings(Section):
     kafka: KafkaAlertSinkSettings = msgspec.field(default_factory=KafkaAlertSinkSettings)
     webhook: WebhookSinkSettings = msgspec.field(default_factory=WebhookSinkSettings)
     alertmanager: AlertmanagerSinkSettings = msgspec.field(default_factory=AlertmanagerSinkSettings)
+    actions: ActionsSinkSettings = msgspec.field(default_factory=ActionsSinkSettings)
 
 
 class DeliverySettings(Section):
@@ -323,6 +337,12 @@ class RetentionSettings(Section):
     chunk: int = 1000
 
 
+class AccountSettings(Section):
+    """The account registry in PostgreSQL (`run`): every account seen or imported, and its status."""
+
+    registry: bool = True
+
+
 class Settings(Section):
     service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
@@ -341,6 +361,7 @@ class Settings(Section):
     alerting: AlertingSettings = msgspec.field(default_factory=AlertingSettings)
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    accounts: AccountSettings = msgspec.field(default_factory=AccountSettings)
 
     def __post_init__(self) -> None:
         import ipaddress

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 import msgspec
 
 from detectors.base import IP_CHANGED, Detector
+from monitor.accounts.model import STATUS_EVENTS, AccountActivity, DormancyMark, StatusChange
 from monitor.alerts import Alert
 from monitor.decode import EventDecoder, Rejection
 from monitor.events import EVENT_TYPES, PortalEvent
@@ -75,24 +76,47 @@ class ViewedItemRecord(msgspec.Struct, array_like=True):
 
 
 class Findings:
-    """What one batch produced for the sinks."""
+    """What one batch produced for the sinks, and for the account registry.
 
-    __slots__ = ("alerts", "flagged_sessions", "viewed_items", "dead_letters")
+    `account_activity` is the batch's per-account aggregate (one entry per account, updated in
+    place per event), `account_changes` its lifecycle events, `dormancy_marks` what the
+    registry must note once the batch's dormancy alerts were delivered.
+    """
+
+    __slots__ = (
+        "alerts", "flagged_sessions", "viewed_items", "dead_letters",
+        "account_activity", "account_changes", "dormancy_marks",
+    )
 
     def __init__(self) -> None:
         self.alerts: list[Alert] = []
         self.flagged_sessions: dict[str, FlaggedSession] = {}
         self.viewed_items: list[ViewedItemRecord] = []
         self.dead_letters: list[DeadLetter] = []
+        self.account_activity: dict[str, AccountActivity] = {}
+        self.account_changes: list[StatusChange] = []
+        self.dormancy_marks: list[DormancyMark] = []
 
     def __bool__(self) -> bool:
-        return bool(self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters)
+        return bool(
+            self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters
+            or self.account_activity or self.account_changes or self.dormancy_marks
+        )
 
     def extend(self, other: "Findings") -> None:
         self.alerts.extend(other.alerts)
         self.flagged_sessions.update(other.flagged_sessions)
         self.viewed_items.extend(other.viewed_items)
         self.dead_letters.extend(other.dead_letters)
+        activity = self.account_activity
+        for account_id, later in other.account_activity.items():
+            mine = activity.get(account_id)
+            if mine is None:
+                activity[account_id] = later
+            else:
+                mine.merge(later)
+        self.account_changes.extend(other.account_changes)
+        self.dormancy_marks.extend(other.dormancy_marks)
 
 
 class RedeliveryWindow:
@@ -137,6 +161,7 @@ class Shard:
         dedup_window: int,
         max_clock_skew: float = 300.0,
         geo: Any = None,
+        gap_floor: float = float("inf"),
     ) -> None:
         self.partition = partition
         self.geo = geo  # monitor.geo.GeoServices: locates logins and IP changes before detectors run
@@ -145,6 +170,7 @@ class Shard:
         self.detectors = list(detectors)
         self.allowed_lateness = allowed_lateness
         self.max_clock_skew = max_clock_skew
+        self.gap_floor = gap_floor  # idle spells at least this long within a batch are noted for dormancy
         self.redeliveries = RedeliveryWindow(dedup_window)
         self.max_event_time = NO_WATERMARK
         self.watermark = NO_WATERMARK
@@ -330,8 +356,48 @@ class Shard:
                 alerts = on_event(event, account)
                 if alerts:
                     self._raise(alerts)
+        self._note(event, kind)
         if not account.sessions and table.accounts.get(event.account_id) is account:
             del table.accounts[event.account_id]
+
+    def _note(self, event: PortalEvent, kind: str) -> None:
+        """Fold the event into the batch's per-account aggregate for the account registry."""
+        at = event.at
+        activities = self._findings.account_activity
+        activity = activities.get(event.account_id)
+        if activity is None:
+            activity = activities[event.account_id] = AccountActivity(partition=self.partition, first_at=at)
+        elif at < activity.first_at:
+            activity.first_at = at
+        if event.portal is not None:
+            activity.portal = event.portal
+        if kind == "page_view" or kind == "logout" or kind == "session_expired":
+            activity.known = True
+            if activity.last_activity_at is None or at > activity.last_activity_at:
+                activity.last_activity_at = at
+            return
+        if kind == "login_succeeded" or kind == "login_failed":
+            succeeded = kind == "login_succeeded"
+            activity.attempt(at, succeeded, event.ip, event.session_id, self.gap_floor)
+            if not succeeded:
+                return  # a failed login may name no account at all: not proof that it exists
+            activity.known = True
+            if not activity.inactive:
+                activity.boundary(at, "login", self.gap_floor)
+            if activity.last_login_at is None or at > activity.last_login_at:
+                activity.last_login_at = at
+            if activity.last_activity_at is None or at > activity.last_activity_at:
+                activity.last_activity_at = at
+            return
+        activity.known = True
+        if kind == "account_created":
+            if activity.created_at is None or at > activity.created_at:
+                activity.created_at = at
+            activity.boundary(at, "created", self.gap_floor)
+            return
+        status = STATUS_EVENTS[kind]
+        self._findings.account_changes.append(StatusChange(event.account_id, at, status, event.reason, status == "active"))
+        activity.boundary(at, status if status != "active" else "enabled", self.gap_floor)
 
     def _raise(self, alerts: Sequence[Alert]) -> None:
         findings = self._findings

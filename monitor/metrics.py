@@ -110,6 +110,12 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.dormancy_sweep_seconds = Histogram(
+            "portal_monitor_dormancy_sweep_seconds",
+            "Time for one shard's sweep of the account registry for warnings and dormancy crossings.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
         self.commits = Counter(
             "portal_monitor_offset_commits_total",
             "Kafka offset commits, by outcome.",
@@ -136,7 +142,8 @@ class Metrics:
         )
         self.dormant_accounts = Gauge(
             "portal_monitor_dormant_accounts",
-            "Tracked accounts past the dormancy threshold (no successful login for 180 days by default).",
+            "Accounts of this process's partitions past the dormancy threshold (no successful login for "
+            "180 days by default) and not yet disabled; sum over processes for the total.",
             registry=registry,
         )
         self.sink_queue_depth = Gauge(

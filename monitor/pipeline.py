@@ -5,7 +5,9 @@ Order of a batch, and what a crash at each step means:
 2. each partition's shard decodes and runs its records (in memory only);
 3. the alert gate (noise control, `monitor.alert_gate`) groups repeats and applies silences;
    the findings go to every sink; `deliver` returns only when all acknowledged (retrying
-   with backoff while a sink is down, never dropping);
+   with backoff while a sink is down, never dropping). With an account registry, `deliver`
+   first checks the batch's login attempts against it, and after the sinks records the
+   batch there and sweeps it for dormancy crossings (`monitor.accounts.lifecycle`);
 4. only then the source commits each shard's `commit_offset()`.
 A crash before 4 re-reads the batch on restart; the sinks are idempotent (alert_id,
 session_id), so the redelivery creates nothing twice.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from monitor.alert_gate import AlertGate
 
 log = structlog.get_logger("monitor.pipeline")
+ACCOUNT_REGISTRY = "account_registry"  # its writes are counted and retried like a sink's
+GAVE_UP = object()  # a registry step abandoned at the shutdown deadline
 
 
 class Pipeline:
@@ -40,9 +44,13 @@ class Pipeline:
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         gate: "AlertGate | None" = None,
+        accounts=None,
     ) -> None:
         self.shard_factory = shard_factory
         self.gate = gate
+        self.accounts = accounts  # monitor.accounts.lifecycle.AccountLifecycle, or None
+        if accounts is not None:
+            metrics.add_sinks([ACCOUNT_REGISTRY])
         self.sinks = list(sinks)
         self.metrics = metrics
         self.shards: dict[int, Shard] = {}
@@ -62,6 +70,12 @@ class Pipeline:
         for partition in partitions:
             self.shard(partition)
         self.metrics.assigned_partitions.set(len(self.shards))
+
+    async def assigned(self, partitions: Iterable[int], total: int | None = None) -> None:
+        """New partitions: reload what the account registry lends the shards, then build them."""
+        if self.accounts is not None:
+            await self._retrying(self.accounts.refresh, total)
+        self.assign(partitions)
 
     def revoke(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
@@ -122,8 +136,74 @@ class Pipeline:
         Retries with backoff while a sink fails, calling `keepalive` between tries (the Kafka
         source uses it to stay in its group with consumption paused). Returns False only when
         `give_up` is set (a shutdown deadline): the caller must then not commit.
+
+        With an account registry: login attempts are checked against it before, the batch is
+        recorded in it after, and the dormancy crossings its sweep finds are delivered too.
         """
-        if not findings:
+        accounts = self.accounts
+        if accounts is not None and findings.account_activity:
+            if await self._retrying(accounts.assess, findings, keepalive=keepalive) is GAVE_UP:
+                return False
+        if not await self._to_sinks(findings, keepalive):
+            return False
+        if accounts is None:
+            return True
+        if await self._retrying(accounts.record, findings, keepalive=keepalive, count=True) is GAVE_UP:
+            return False
+        while True:
+            swept = await self._retrying(accounts.sweep, list(self.shards.values()), keepalive=keepalive)
+            if swept is GAVE_UP:
+                return False
+            if swept is None:
+                return True
+            if not await self._to_sinks(swept, keepalive):
+                return False
+            if await self._retrying(accounts.record, swept, keepalive=keepalive, count=True) is GAVE_UP:
+                return False
+            if not accounts.drain:
+                return True
+
+    async def _retrying(
+        self,
+        step: Callable[..., Awaitable[Any]],
+        *args: Any,
+        keepalive: Callable[[], Awaitable[None]] | None = None,
+        count: bool = False,
+    ) -> Any:
+        """Run a registry step until it succeeds, with the sinks' backoff (the store may be down);
+        `GAVE_UP` if the shutdown deadline passed first."""
+        delay = self.retry_initial
+        while True:
+            try:
+                result = await step(*args)
+            except Exception as error:
+                self.metrics.sink_deliveries.labels(ACCOUNT_REGISTRY, "failed").inc()
+                if self.give_up.is_set():
+                    return GAVE_UP
+                self.metrics.sink_deliveries.labels(ACCOUNT_REGISTRY, "retried").inc()
+                log.warning(
+                    "account registry unavailable, retrying",
+                    step=getattr(step, "__name__", "step"),
+                    error=f"{type(error).__name__}: {error}",
+                    retry_in=delay,
+                )
+                await self._pause(delay, keepalive)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            if count:
+                self.metrics.sink_deliveries.labels(ACCOUNT_REGISTRY, "delivered").inc()
+            return result
+
+    async def _pause(self, delay: float, keepalive: Callable[[], Awaitable[None]] | None) -> None:
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self.give_up.is_set():
+            if keepalive is not None:
+                await keepalive()
+            else:
+                await asyncio.sleep(min(0.2, delay))
+
+    async def _to_sinks(self, findings: Findings, keepalive: Callable[[], Awaitable[None]] | None) -> bool:
+        if not (findings.alerts or findings.flagged_sessions or findings.viewed_items or findings.dead_letters):
             return True
         for alert in findings.alerts:
             self.metrics.alerts.labels(alert.detector, alert.severity).inc()
@@ -147,12 +227,7 @@ class Pipeline:
             for sink in pending:
                 self.metrics.sink_deliveries.labels(sink.name, "retried").inc()
             log.warning("sink unavailable, retrying", sinks=[s.name for s in pending], retry_in=delay)
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline and not self.give_up.is_set():
-                if keepalive is not None:
-                    await keepalive()
-                else:
-                    await asyncio.sleep(min(0.2, delay))
+            await self._pause(delay, keepalive)
             delay = min(delay * 2, self.retry_max)
         return True
 

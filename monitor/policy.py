@@ -21,6 +21,10 @@ SCHOOLS_DORMANCY = (
     f"{SCHOOLS_TERMS}: \"If you do not use your Schools' Portal account for a period of 180 days "
     'we automatically disable your Portal account."'
 )
+PARENT_AUTHORISED_USERS = (
+    f'{PARENT_AUP}: "Preston School Parent Portal is provided for use only by persons who are '
+    'legally responsible for a child currently attending the school"'
+)
 PARENT_INSECURE_PLACES = (
     f'{PARENT_AUP}: "You should not attempt to access the Parent and carers Portal system in any '
     "environment where the security of the information contained in the Parent Portal may be "

@@ -36,8 +36,10 @@ class Service:
         source: KafkaEventSource,
         starters: list[Callable[[], Awaitable[None]]],
         closers: list[Callable[[], Awaitable[None]]],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # the wall clock that advances quiet shards (a parameter so tests can move it)
         self.pipeline = pipeline
         self.source = source
         self.starters = starters
@@ -80,7 +82,7 @@ class Service:
     # -- partitions ---------------------------------------------------------------------------
 
     async def _assigned(self, partitions: list[int]) -> None:
-        self.pipeline.assign(partitions)
+        await self.pipeline.assigned(partitions, self.source.partition_count())
         for partition in partitions:
             if self.checkpoints is None:
                 continue
@@ -165,7 +167,7 @@ class Service:
             lags = self.source.lag(positions)
             for partition, lag in lags.items():
                 metrics.consumer_lag.labels(str(partition)).set(lag)
-            now = time.time()
+            now = self.clock()
             if now - last_tick >= 1.0:
                 last_tick = now
                 for partition, shard in pipeline.shards.items():
@@ -173,7 +175,7 @@ class Service:
                         shard.advance(now - grace)  # quiet and caught up: the wall clock moves time
                         findings.extend(shard.take_findings())
                 for partition, at in self._checkpointed_at.items():
-                    metrics.checkpoint_age.labels(str(partition)).set(now - at)
+                    metrics.checkpoint_age.labels(str(partition)).set(time.time() - at)
             delivered = await pipeline.deliver(findings, keepalive=self.source.keepalive)
             self.source.resume()
             if not delivered:

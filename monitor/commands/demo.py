@@ -49,10 +49,9 @@ async def demo(args: argparse.Namespace) -> int:
     from monitor.demo.world import COUNCIL_NETWORK
     from monitor.http import HttpServer, build_app
     from monitor.logging import configure_logging
+    from monitor.accounts.postgres import PostgresRegistry
     from monitor.metrics import Metrics
-    from monitor.pipeline import Pipeline
-    from monitor.geo import GeoServices
-    from monitor.shards import build_shard
+    from monitor.offline import build_offline_pipeline, start_offline
     from monitor.sources.files import JsonlEventFile
     from sinks.dead_letters import FileDeadLetters
     from sinks.postgres import PostgresSink
@@ -78,13 +77,13 @@ async def demo(args: argparse.Namespace) -> int:
     settings.postgres.dsn = dsn
     pool = await store.connect(settings.postgres)
     await store.migrate(pool)
-    await pool.execute("TRUNCATE alerts, flagged_sessions, session_items CASCADE")  # each demo run starts clean
+    await pool.execute("TRUNCATE alerts, flagged_sessions, session_items, accounts CASCADE")  # each demo run starts clean
 
     postgres_sink = PostgresSink(pool)
     dead_letters = FileDeadLetters(str(data_dir / "dead-letters.jsonl"))
     metrics = Metrics(detector_ids(), [postgres_sink.name, dead_letters.name])
-    geo = GeoServices.from_settings(settings)
-    pipeline = Pipeline(lambda partition: build_shard(settings, partition, geo=geo), [postgres_sink, dead_letters], metrics)
+    # The account registry in the same PostgreSQL, as `run` keeps it.
+    pipeline = build_offline_pipeline(settings, [postgres_sink, dead_letters], metrics, PostgresRegistry(pool))
     http = HttpServer(build_app(metrics, lambda: (True, "demo")), settings.http.host, settings.http.port)
     try:
         await http.start()
@@ -94,7 +93,7 @@ async def demo(args: argparse.Namespace) -> int:
 
     say(f"3/4 running the engine (metrics at {metrics_url})")
     started = time.perf_counter()
-    await pipeline.start_sinks()
+    await start_offline(pipeline)
     await pipeline.run_file(JsonlEventFile(str(events_file)).batches())
     await pipeline.close_sinks()
     elapsed = time.perf_counter() - started
@@ -116,7 +115,7 @@ Look further:
   events:       {events_file}
   replay them:  portal-monitor replay {events_file}
   PostgreSQL:   {dsn}
-                tables alerts, flagged_sessions, session_items (psql "{dsn}")
+                tables alerts, flagged_sessions, session_items, accounts (psql "{dsn}")
   keep it up:   portal-monitor demo --serve   (PostgreSQL and {metrics_url} stay up until Ctrl-C)""")
     if args.serve:
         print("\nserving; Ctrl-C to stop")

@@ -15,13 +15,13 @@ import sys
 import time
 
 from detectors.registry import detector_ids
+from monitor.accounts.roster import RosterError
 from monitor.alert_gate import build_gate
 from monitor.config import load_settings
 from monitor.metrics import Metrics
-from monitor.pipeline import Pipeline
-from monitor.geo import GeoServices
-from monitor.shards import build_shard
+from monitor.offline import build_offline_pipeline, start_offline
 from monitor.sources.files import JsonlEventFile
+from sinks.actions import FileActions
 from sinks.dead_letters import FileDeadLetters
 from sinks.jsonl import JsonlAlertSink
 
@@ -47,6 +47,17 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="write rejected records here (default: EVENTS.jsonl.dead-letters.jsonl, "
         "or dead-letters.jsonl for stdin)",
+    )
+    parser.add_argument(
+        "--accounts",
+        metavar="ROSTER.csv",
+        help="import this roster into the replay's in-memory account registry first, so accounts "
+        "that never log in are covered too (format: docs/accounts.md)",
+    )
+    parser.add_argument(
+        "--actions-out",
+        metavar="FILE",
+        help="write portal.action/v1 events (accounts the policy says to disable) here as JSON lines",
     )
     parser.add_argument(
         "--summary", choices=("text", "json"), default="text", help="format of the closing summary (stderr)"
@@ -110,6 +121,8 @@ async def replay(args: argparse.Namespace) -> int:
     alerts_sink = JsonlAlertSink(args.alerts_out)
     dead_letters = FileDeadLetters(dead_letter_path)
     sinks: list = [alerts_sink, dead_letters]
+    if args.actions_out:
+        sinks.append(FileActions(args.actions_out))
     if args.sinks:
         from monitor.app import build_publishers
         from sinks.outbound import DirectAlertSink
@@ -117,15 +130,21 @@ async def replay(args: argparse.Namespace) -> int:
         sinks.extend(DirectAlertSink(publisher) for publisher in build_publishers(settings))
     metrics = Metrics(detector_ids(), [sink.name for sink in sinks])
     gate = None if args.all_alerts else build_gate(settings)
-    geo = GeoServices.from_settings(settings)  # one per process: GeoIP readers, lists, shared networks
-    pipeline = Pipeline(lambda partition: build_shard(settings, partition, geo=geo), sinks, metrics, gate=gate)
-    await pipeline.start_sinks()
+    pipeline = build_offline_pipeline(settings, sinks, metrics, gate=gate)
+    try:
+        roster = await start_offline(pipeline, args.accounts)
+    except RosterError as error:
+        print(f"portal-monitor: {error}", file=sys.stderr)
+        return 1
+    if roster is not None:
+        print(roster.render(), file=sys.stderr)
     progress = Progress(source, enabled=not args.no_progress)
     started = time.perf_counter()
     try:
         first_event_after = await pipeline.run_file(
             source.batches(), lambda: progress.update(pipeline.events_seen, pipeline.alerts_raised)
         )
+        await pipeline.accounts.publish_gauge(force=True)
     finally:
         await pipeline.close_sinks()
     elapsed = time.perf_counter() - started

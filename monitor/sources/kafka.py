@@ -92,6 +92,11 @@ class KafkaEventSource:
         if paused:
             self.consumer.resume(*paused)
 
+    def partition_count(self) -> int | None:
+        """Partitions of the topic (account ownership is key hash modulo this), once metadata is known."""
+        partitions = self.consumer.partitions_for_topic(self.source.topic)
+        return len(partitions) if partitions else None
+
     async def commit(self, offsets: dict[int, int]) -> None:
         assigned = {tp.partition for tp in self.consumer.assignment()}
         to_commit = {
