@@ -25,7 +25,9 @@ from monitor.metrics import Metrics
 from monitor.outbox import OutboxRelay
 from monitor.pipeline import Pipeline
 from monitor.service import Service
+from monitor import shared_networks
 from monitor.geo import GeoServices
+from monitor.housekeeping import Periodic
 from monitor.shards import build_shard
 from monitor.sources.kafka import KafkaEventSource
 from sinks.actions import KafkaActions
@@ -111,6 +113,7 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
     )
     source = KafkaEventSource(settings.kafka, settings.source)
     service = Service(settings, pipeline, source, starters, closers, clock=clock)
+    service.on_reload.append(geo.reload)  # SIGHUP: reopen GeoIP databases, re-read risky lists
 
     if settings.http.enabled:
         app = build_app(metrics, service.readiness)
@@ -131,8 +134,18 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
             if accounts is not None:
                 accounts.registry.pool = pool
                 await accounts.start()
+            if settings.networks.shared.enabled and geo.shared is not None:
+                await shared_sync.start()
+
+        async def sync_shared_networks() -> None:
+            """Merge the learnt shared networks with the other processes' (one SQL upsert)."""
+            async with pool_holder["pool"].acquire() as conn:
+                await shared_networks.sync(conn, geo.shared)
+
+        shared_sync = Periodic("shared networks", settings.networks.shared.sync_interval, sync_shared_networks)
 
         async def close_store() -> None:
+            await shared_sync.close()
             if pool_holder.get("pool") is not None:
                 await pool_holder.pop("pool").close()
 

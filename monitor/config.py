@@ -159,6 +159,8 @@ class SharedNetworkSettings(Section):
     """...over at least this much event time, so a burst of logins from one address is not learnt."""
     forget_after: Seconds = Seconds(90 * 86400)
     max_tracked: int = 100_000
+    sync_interval: Seconds = Seconds(60)
+    """How often `run` merges this process's counts with the other processes' in PostgreSQL."""
 
 
 class NetworkSettings(Section):

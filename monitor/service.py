@@ -49,6 +49,7 @@ class Service:
         self.started = False
         self.assigned: set[int] = set()
         self.signals_seen = 0
+        self.on_reload: list[Callable[[], object]] = []  # run on SIGHUP, in the loop's thread
         self.undelivered = False  # a batch's findings are in hand but not yet acknowledged
         self.clean_exit = True
         self._last_checkpoint = time.monotonic()
@@ -68,6 +69,15 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+
+    def _on_reload(self) -> None:
+        log.info("SIGHUP: reloading GeoIP databases and network lists")
+        for reload in self.on_reload:
+            try:
+                reload()
+            except Exception as error:  # a bad file must not stop the monitor
+                log.warning("reload failed; keeping what was loaded", error=f"{type(error).__name__}: {error}")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self.signals_seen += 1
