@@ -99,6 +99,8 @@ class SourceSettings(Section):
     dead_letter_topic: str = "portal.events.dlq"
     batch_max_records: int = 5000
     poll_timeout: Seconds = Seconds(0.2)
+    fetch_max_wait: Seconds = Seconds(0.5)
+    """Longest the broker may hold a fetch waiting for new records (Kafka's fetch.max.wait.ms)."""
     session_timeout: Seconds = Seconds(10)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 
