@@ -118,10 +118,12 @@ class Shard:
         self.watermark = NO_WATERMARK
         self.counts: dict[tuple[str, str], int] = {}
         self.rejections: dict[str, int] = {}
-        self._buffer: list[tuple[float, int, int, PortalEvent]] = []  # (at, seq, offset, event)
+        # The reorder buffer, as (at, seq, offset, event): events that arrived in event-time
+        # order (nearly all) queue in `_buffer` at O(1); only the out-of-order ones pay for a
+        # heap, `_stragglers`. Release merges the two by (at, seq), seq being arrival order.
+        self._buffer: deque[tuple[float, int, int, PortalEvent]] = deque()
+        self._stragglers: list[tuple[float, int, int, PortalEvent]] = []
         self._seq = 0
-        self._pending_offsets: deque[int] = deque()
-        self._released_offsets: set[int] = set()
         self._next_offset: int | None = None
         self._findings = Findings()
         self._dispatch: dict[str, tuple] = {
@@ -138,6 +140,8 @@ class Shard:
         buffer = self._buffer
         lateness = self.allowed_lateness
         max_at = self.max_event_time
+        watermark = self.watermark  # only `advance` moves it, after the loop
+        seq = self._seq
         for offset, raw in records:
             event = decode(raw)
             if type(event) is Rejection:
@@ -146,13 +150,16 @@ class Shard:
             at = event.at  # type: ignore[union-attr]
             if at > max_at:
                 max_at = at
-            if lateness <= 0 or at < self.watermark:
-                self._run(event, late=at < self.watermark)  # type: ignore[arg-type]
+            if lateness <= 0 or at < watermark:
+                self._run(event, late=at < watermark)  # type: ignore[arg-type]
             else:
-                self._seq += 1
-                heapq.heappush(buffer, (at, self._seq, offset, event))  # type: ignore[misc]
-                self._pending_offsets.append(offset)
+                seq += 1
+                if not buffer or at >= buffer[-1][0]:
+                    buffer.append((at, seq, offset, event))  # type: ignore[arg-type]
+                else:
+                    heapq.heappush(self._stragglers, (at, seq, offset, event))  # type: ignore[misc]
             self._next_offset = offset + 1
+        self._seq = seq
         self.max_event_time = max_at
         self.advance(max_at - lateness)
         return self.take_findings()
@@ -163,14 +170,19 @@ class Shard:
             return
         self.watermark = watermark
         buffer = self._buffer
-        released = self._released_offsets
-        while buffer and buffer[0][0] <= watermark:
-            _, _, offset, event = heapq.heappop(buffer)
-            self._run(event, late=False)
-            released.add(offset)
-        pending = self._pending_offsets
-        while pending and pending[0] in released:
-            released.discard(pending.popleft())
+        stragglers = self._stragglers
+        run = self._run
+        while True:
+            if buffer and buffer[0][0] <= watermark:
+                if stragglers and stragglers[0][:2] < buffer[0][:2]:
+                    event = heapq.heappop(stragglers)[3]
+                else:
+                    event = buffer.popleft()[3]
+            elif stragglers and stragglers[0][0] <= watermark:
+                event = heapq.heappop(stragglers)[3]
+            else:
+                break
+            run(event, False)
         for session in self.sessions.expire(watermark):
             if session.flagged:
                 self._flag(session, ())
@@ -181,8 +193,11 @@ class Shard:
 
     def drain(self) -> Findings:
         """Release everything still buffered (end of a replayed file, or shutdown)."""
+        newest = [item[0] for item in self._stragglers]
         if self._buffer:
-            self.advance(max(self._buffer)[0])
+            newest.append(self._buffer[-1][0])
+        if newest:
+            self.advance(max(newest))
         return self.take_findings()
 
     def take_findings(self) -> Findings:
@@ -192,9 +207,11 @@ class Shard:
 
     def commit_offset(self) -> int | None:
         """The offset to commit: the oldest still buffered, else one past the last seen."""
-        if self._pending_offsets:
-            return self._pending_offsets[0]
-        return self._next_offset
+        oldest = self._buffer[0][2] if self._buffer else self._next_offset  # arrival order: lowest first
+        if self._stragglers:
+            lowest = min(item[2] for item in self._stragglers)
+            oldest = lowest if oldest is None else min(oldest, lowest)
+        return oldest
 
     # -- one event ---------------------------------------------------------------------------
 
