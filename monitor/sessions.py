@@ -23,8 +23,13 @@ class ViewedItem(msgspec.Struct, array_like=True, gc=False):
     action: str
 
 
-class Session(msgspec.Struct, kw_only=True):
-    """What the monitor knows of one portal session."""
+class Session(msgspec.Struct, kw_only=True, gc=False):
+    """What the monitor knows of one portal session.
+
+    Not tracked by the garbage collector (`gc=False`: it never takes part in a reference
+    cycle), which saves 16 bytes each and keeps a million live sessions out of every full
+    collection.
+    """
 
     session_id: str
     account_id: str
@@ -52,7 +57,7 @@ class Session(msgspec.Struct, kw_only=True):
         return self.closed_at is None and at <= self.expires_at(idle_timeout, max_duration)
 
 
-class AccountState(msgspec.Struct, kw_only=True):
+class AccountState(msgspec.Struct, kw_only=True, gc=False):
     """The per-account state the engine keeps for the detectors: the account's live sessions."""
 
     account_id: str
@@ -70,6 +75,19 @@ class SessionTable:
         self._networks = networks
         self._expiry: list[tuple[float, str, str]] = []  # (expires_at, account_id, session_id)
         self.open_sessions = 0
+        self._texts: dict[str, str] = {}  # one shared copy of texts many sessions repeat (user agents)
+
+    def shared(self, text: str | None) -> str | None:
+        """One copy of a text that many sessions repeat; bounded, cleared when full."""
+        if text is None:
+            return None
+        texts = self._texts
+        found = texts.get(text)
+        if found is None:
+            if len(texts) >= 10_000:
+                texts.clear()
+            found = texts[text] = text
+        return found
 
     def account(self, account_id: str) -> AccountState:
         state = self.accounts.get(account_id)
@@ -89,7 +107,7 @@ class SessionTable:
             last_ip=event.ip,
             network=info.network if info else None,
             allowlisted=info.allowlisted if info else False,
-            user_agent=event.user_agent,
+            user_agent=self.shared(event.user_agent),
             device_id=event.device_id,
             portal=event.portal,
             login_seen=login_seen,
@@ -114,8 +132,9 @@ class SessionTable:
             session = self.open(event, account, login_seen=False)
         elif event.at > session.last_activity:
             session.last_activity = event.at
-        if event.ip is not None:
-            session.last_ip = event.ip
+        ip = event.ip
+        if ip is not None and ip != session.last_ip:  # keep the copy held already when unchanged
+            session.last_ip = ip
         session.page_views += 1
         items = session.items
         items.append(ViewedItem(event.at, event.resource, event.action))  # type: ignore[arg-type]
