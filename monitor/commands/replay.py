@@ -15,6 +15,7 @@ from detectors.registry import detector_ids
 from monitor.config import load_settings
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.runtime import tune_garbage_collector
 from monitor.shards import build_shard
 from monitor.sources.files import JsonlEventFile
 from sinks.dead_letters import FileDeadLetters
@@ -93,6 +94,7 @@ async def replay(args: argparse.Namespace) -> int:
     metrics = Metrics(detector_ids(), [alerts_sink.name, dead_letters.name])
     pipeline = Pipeline(lambda partition: build_shard(settings, partition), [alerts_sink, dead_letters], metrics)
     await pipeline.start_sinks()
+    tune_garbage_collector()
     progress = Progress(source, enabled=not args.no_progress)
     started = time.perf_counter()
     first_event_after = None
