@@ -46,10 +46,12 @@ def daemon_environment(
 class Daemon:
     """One `portal-monitor run` process and the arrival times of its log lines."""
 
-    def __init__(self, env: dict[str, str], http_port: int) -> None:
+    def __init__(self, env: dict[str, str], http_port: int, profile: str | None = None) -> None:
         self.env = env
         self.http_port = http_port
+        self.profile = profile  # py-spy raw output file: sample the daemon from start to exit
         self.process: subprocess.Popen | None = None
+        self.profiler: subprocess.Popen | None = None
         self.spawned = 0.0
         self.lines: list[tuple[float, str, str]] = []  # (perf_counter, event, raw line)
         self._changed = threading.Condition()
@@ -62,6 +64,12 @@ class Daemon:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        if self.profile:
+            self.profiler = subprocess.Popen(
+                [py_spy(), "record", "--pid", str(self.process.pid), "--format", "raw", "--rate", "250",
+                 "--output", self.profile, "--nonblocking", "--idle"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         return self
 
     def _read(self) -> None:
@@ -127,4 +135,15 @@ class Daemon:
                 self.process.wait()
         if self._reader:
             self._reader.join(5)
+        if self.profiler is not None:
+            try:
+                self.profiler.wait(30)  # py-spy writes its file when the process it samples exits
+            except subprocess.TimeoutExpired:
+                self.profiler.kill()
         return self.process.returncode
+
+
+def py_spy() -> str:
+    """The py-spy next to this interpreter (pip install py-spy), else the one on PATH."""
+    candidate = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return candidate if os.path.exists(candidate) else "py-spy"

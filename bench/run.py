@@ -67,7 +67,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import broker, live  # noqa: E402
-from bench.daemon import Daemon, daemon_environment  # noqa: E402
+from bench.daemon import Daemon, daemon_environment, py_spy  # noqa: E402
 from bench.traffic import generate  # noqa: E402
 from tests.support.servers import PostgresServer, TansuBroker, free_port  # noqa: E402
 
@@ -145,6 +145,14 @@ class Bench:
         self.broker: TansuBroker | None = None
         self.postgres: PostgresServer | None = None
         self.databases: list[str] = []
+
+    def profile_path(self, name: str) -> str | None:
+        """Where py-spy writes this run's profile, with --profile; else None."""
+        if not self.args.profile:
+            return None
+        Path(self.args.profile).mkdir(parents=True, exist_ok=True)
+        self._profiles = getattr(self, "_profiles", 0) + 1
+        return str(Path(self.args.profile) / f"{name}-{self._profiles}.txt")
 
     def figure(self, key: str, unit: str) -> Figure:
         return self.figures.setdefault(key, Figure(unit))
@@ -237,7 +245,7 @@ class Bench:
         port = free_port()
         env = daemon_environment(bootstrap=self.broker.bootstrap, topic=TOPIC, group=group, dsn=self.database(),
                                  http_port=port, session_timeout=self.args.session_timeout)
-        daemon = Daemon(env, port).start()
+        daemon = Daemon(env, port, profile=self.profile_path("end-to-end")).start()
         try:
             assigned = daemon.wait_for_log("partitions assigned", timeout=120)
             done = asyncio.run(broker.wait_committed(self.broker.bootstrap, TOPIC, group, want, timeout=600))
@@ -257,8 +265,10 @@ class Bench:
         for run in range(self.args.runs):
             load = load_average()
             started = time.perf_counter()
+            profile = self.profile_path("replay")
+            wrap = [py_spy(), "record", "--format", "raw", "--rate", "250", "--output", profile, "--"] if profile else []
             done = subprocess.run(
-                [sys.executable, "-m", "monitor", "replay", str(path), "--summary", "json", "--alerts-out",
+                [*wrap, sys.executable, "-m", "monitor", "replay", str(path), "--summary", "json", "--alerts-out",
                  os.devnull, "--no-progress", "--dead-letters", str(self.work / "dead.jsonl")],
                 capture_output=True, text=True, env=env, timeout=600,
             )
@@ -297,7 +307,7 @@ class Bench:
         env = daemon_environment(bootstrap=self.broker.bootstrap, topic=topic, group=f"bench-live-{topic[-8:]}",
                                  dsn=self.database(), http_port=port, session_timeout=self.args.session_timeout,
                                  extra=extra)
-        daemon = Daemon(env, port).start()
+        daemon = Daemon(env, port, profile=self.profile_path(f"live-lateness-{lateness or 'default'}")).start()
         try:
             daemon.wait_ready(timeout=120)
             traffic = live.LiveTraffic(self.args.live_accounts, incident_every=self.args.incident_every)
@@ -509,6 +519,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--session-timeout", type=float, default=3.0,
                         help="consumer group session timeout in seconds; tansu's join takes about half (default 3)")
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="also sample the daemon (end to end, latency) and replay with py-spy; raw profiles go "
+                        "to DIR, summarise with bench/profile_summary.py. Sampling costs a few percent: profiled "
+                        "figures are not for the table")
     parser.add_argument("--out", help="JSON output file (default bench/out/bench-<time>.json)")
     args = parser.parse_args(argv)
     smoke = args.smoke

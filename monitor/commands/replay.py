@@ -105,6 +105,7 @@ async def replay(args: argparse.Namespace) -> int:
             await pipeline.deliver(pipeline.run_batch({0: batch}))
             progress.update(pipeline.events_seen, pipeline.alerts_raised)
         await pipeline.deliver(pipeline.shard(0).drain())
+        pipeline.publish_counts()  # the events the drain released count too
     finally:
         await pipeline.close_sinks()
     elapsed = time.perf_counter() - started
