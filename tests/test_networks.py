@@ -1,6 +1,6 @@
 """NetworkMap: which network an address belongs to, and which strings are not addresses at all.
 
-The IPv4 fast path (socket.inet_pton) must agree with `ipaddress` on every input.
+The fast path (socket.inet_pton) must agree with `ipaddress` on every input, IPv4 and IPv6.
 """
 
 from __future__ import annotations
@@ -26,10 +26,17 @@ def test_fast_path_agrees_with_ipaddress() -> None:
     cases = ["81.2.69.10", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.04", "1.2.3", "1.2.3.4.5",
              " 1.2.3.4", "1.2.3.4\n", "256.1.1.1", "1..3.4", "0x1.2.3.4", "1.2.3.+4", "\u0661.2.3.4", "1.2.3.4\x00",
              "", "::ffff:81.2.69.10", "2a02:c7f:1234:5600::1", "not an ip"]
+    cases += ["::", "::1", "fe80::1%eth0", "::ffff:01.2.3.4", "0:0:0:0:0:ffff:1.2.3.4", "::1.2.3.4", "1:0:1:0:1::",
+              "0:1:0:1:0:1:0:1", "2001:0db8:0000:0000:0000:0000:0000:0001", "1::2::3", ":1::", "ABCD::EF", "1:2:3:4:5:6:7:8:9"]
     rng = random.Random(5)
     for _ in range(20_000):
         cases.append(".".join(str(rng.randrange(0, 300)).zfill(rng.choice((1, 1, 2, 3))) for _ in range(4)))
         cases.append("".join(rng.choice("0123456789. x+-") for _ in range(rng.randrange(1, 16))))
+        hextets = [format(rng.choice((0, 0, 1, rng.randrange(65536))), rng.choice(("x", "04x", "X"))) for _ in range(8)]
+        i = rng.randrange(8)
+        j = rng.randrange(i, 9)
+        cases.append(":".join(hextets) if rng.random() < 0.5 else ":".join(hextets[:i]) + "::" + ":".join(hextets[j:]))
+        cases.append("".join(rng.choice("0123456789abcdef:.") for _ in range(rng.randrange(2, 20))))
     networks = NetworkMap()
     for ip in cases:
         info = networks.lookup(ip)
