@@ -68,7 +68,7 @@ if str(ROOT) not in sys.path:
 
 from bench import broker, live  # noqa: E402
 from bench.daemon import Daemon, daemon_environment, py_spy  # noqa: E402
-from bench.traffic import generate  # noqa: E402
+from monitor.demo.school_day import generate, write_jsonl  # noqa: E402
 from tests.support.servers import PostgresServer, TansuBroker, free_port  # noqa: E402
 
 PARTITIONS = 4
@@ -257,8 +257,6 @@ class Bench:
         return {"events": events, "seconds": seconds, "events_per_second": events / seconds}
 
     def replay(self) -> None:
-        from bench.traffic import write_jsonl
-
         path = self.work / "events.jsonl"
         write_jsonl(path, self.events())
         env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_MONITOR_")}
