@@ -106,7 +106,7 @@ class SessionTable:
         self._networks = networks
         self._expiry: list[tuple[float, str, str]] = []  # (expires_at, account_id, session_id)
         self.open_sessions = 0
-        self._texts: dict[str, str] = {}  # one shared copy of texts many sessions repeat (user agents)
+        self._texts: dict[str, str] = {}  # one shared copy of texts many sessions repeat (user agents, networks)
 
     def shared(self, text: str | None) -> str | None:
         """One copy of a text that many sessions repeat; bounded, cleared when full."""
@@ -115,7 +115,7 @@ class SessionTable:
         texts = self._texts
         found = texts.get(text)
         if found is None:
-            if len(texts) >= 10_000:
+            if len(texts) >= 100_000:
                 texts.clear()
             found = texts[text] = text
         return found
@@ -136,7 +136,7 @@ class SessionTable:
             last_activity=event.at,
             ip=event.ip,
             last_ip=event.ip,
-            network=info.network if info else None,
+            network=self.shared(info.network) if info else None,
             allowlisted=info.allowlisted if info else False,
             user_agent=self.shared(event.user_agent),
             device_id=event.device_id,
