@@ -6,6 +6,10 @@ Every figure is the median of --runs runs; each run records the 1-minute load av
 (`uptime`) at its start, because a shared machine makes figures noisy. Prints a table and
 writes everything as JSON to bench/out/bench-<time>.json (--out to choose).
 
+Traffic: a generated school day (monitor.demo.school_day, as bench/generate.py writes it) for
+throughput and replay; paced live traffic with shared logins (bench/live.py) for latency.
+docs/performance.md has the current figures and what they mean.
+
 What each figure is:
 
   kafka bare getmany           an aiokafka consumer in a fresh group reading the whole topic
@@ -32,7 +36,9 @@ What each figure is:
                                at the default engine.allowed_lateness (2 s: a reorder buffer, each
                                event waits until an event 2 s newer arrived on its partition, so
                                about 2 s by design) and with allowed_lateness = "0s". The in-engine
-                               share (the alert's detected_at minus send) is given beside.
+                               share (the alert's detected_at minus send) is given beside, and the
+                               limit: a bare consumer in its own group reading the same topic at
+                               the same time (arrival minus the record's Kafka timestamp).
   memory                       one process per size: every account logged in with one live
                                session and --views page views, through a shard with every detector
                                on; peak RSS, and (RSS after - RSS before) / tracked accounts.
@@ -518,9 +524,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="consumer group session timeout in seconds; tansu's join takes about half (default 3)")
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
     parser.add_argument("--profile", metavar="DIR",
-                        help="also sample the daemon (end to end, latency) and replay with py-spy; raw profiles go "
-                        "to DIR, summarise with bench/profile_summary.py. Sampling costs a few percent: profiled "
-                        "figures are not for the table")
+                        help="also sample the daemon (end to end, latency; idle samples included) and replay with "
+                        "py-spy (pip install py-spy); raw profiles go to DIR, summarise with "
+                        "bench/profile_summary.py. Sampling costs a few percent: profiled figures are not for "
+                        "the table")
     parser.add_argument("--out", help="JSON output file (default bench/out/bench-<time>.json)")
     args = parser.parse_args(argv)
     smoke = args.smoke
