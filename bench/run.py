@@ -59,6 +59,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -112,6 +113,17 @@ TARGETS = (  # (figure, comparison, target, what)
     ("startup_to_running_seconds", "<", 2.0, "process start to running (s)"),
     ("replay_first_event_seconds", "<", 1.0, "replay start to first event (s)"),
 )
+
+
+def code_version() -> str:
+    """The commit measured, with "+dirty" when the worktree has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=ROOT, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else "unknown"
 
 
 def load_average() -> float:
@@ -420,7 +432,8 @@ class Bench:
             "harness": {
                 "smoke": a.smoke, "runs": a.runs, "events": a.events, "accounts": a.accounts, "partitions": PARTITIONS,
                 "rate": a.rate, "latency_seconds": a.latency_seconds, "memory_sizes": a.memory_sizes, "views": a.views,
-                "seed": a.seed, "session_timeout": a.session_timeout,
+                "seed": a.seed, "session_timeout": a.session_timeout, "fetch_max_wait": a.fetch_max_wait,
+                "code": code_version(),
             },
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "uptime_before": self.uptime_before,
                         "uptime_after": uptime(), "note": "shared machine: see load_1m beside each run"},
@@ -487,7 +500,7 @@ def table(result: dict[str, Any]) -> str:
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
     h = result["harness"]
-    lines = [f"portal-monitor bench: {h['events']:,} events, {h['accounts']:,} accounts, {h['partitions']} partitions, "
+    lines = [f"portal-monitor bench ({h['code']}): {h['events']:,} events, {h['accounts']:,} accounts, {h['partitions']} partitions, "
              f"median of {h['runs']} run(s){' (SMOKE: figures meaningless)' if h['smoke'] else ''}",
              f"machine: {result['machine']['cpus']} CPUs; before: {result['machine']['uptime_before']}",
              "", f"{'figure'.ljust(width)}  {'median'.ljust(value_width)}  load (1 min) per run"]
@@ -530,6 +543,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the table")
     parser.add_argument("--out", help="JSON output file (default bench/out/bench-<time>.json)")
     args = parser.parse_args(argv)
+    if args.profile and shutil.which(py_spy()) is None:
+        parser.error("--profile needs py-spy: pip install py-spy")
     smoke = args.smoke
     defaults = dict(runs=1 if smoke else 3, events=2_000 if smoke else 200_000, accounts=400 if smoke else 20_000,
                     rate=1_000 if smoke else 10_000, latency_seconds=2 if smoke else 20,
