@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 
-# The harness's own list is bench.run.FIGURE_KEYS; this copy makes dropping a figure a failure.
+# The harness's own list is bench.report.FIGURE_KEYS; this copy makes dropping a figure a failure.
 FIGURES = (
     "kafka_bare_events_per_second",
     "kafka_decode_events_per_second",
