@@ -170,6 +170,9 @@ class Bench:
             self.figure("replay_events_per_second", "events/s").add(
                 summary["events_per_second"], load, process_seconds=round(wall, 3), alerts=summary["alerts"])
             self.figure("replay_first_event_seconds", "s").add(summary["first_event_seconds"], load)
+            cpu = summary.get("cpu_seconds")
+            self.figure("replay_events_per_cpu_second", "events/CPU-s").add(
+                summary["events"] / cpu if cpu else None, load)
             self.say(f"run {run + 1}: replay {summary['events_per_second']:,}/s, "
                      f"first event after {summary['first_event_seconds']} s")
 

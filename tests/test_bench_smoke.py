@@ -25,6 +25,7 @@ FIGURES = (
     "end_to_end_ratio_to_bare_limit",
     "replay_events_per_second",
     "replay_first_event_seconds",
+    "replay_events_per_cpu_second",
     "latency_default_lateness_p50_ms",
     "latency_default_lateness_p99_ms",
     "latency_zero_lateness_p50_ms",

@@ -96,7 +96,7 @@ async def replay(args: argparse.Namespace) -> int:
     await pipeline.start_sinks()
     tune_garbage_collector()
     progress = Progress(source, enabled=not args.no_progress)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     first_event_after = None
     try:
         for batch in source.batches():
@@ -108,13 +108,13 @@ async def replay(args: argparse.Namespace) -> int:
         pipeline.publish_counts()  # the events the drain released count too
     finally:
         await pipeline.close_sinks()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     progress.update(pipeline.events_seen, pipeline.alerts_raised, final=True)
-    print_summary(metrics, pipeline.events_seen, elapsed, first_event_after, dead_letters, args.summary)
+    print_summary(metrics, pipeline.events_seen, elapsed, first_event_after, dead_letters, args.summary, cpu)
     return 0
 
 
-def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt) -> None:
+def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt, cpu=None) -> None:
     def by_label(counter, keep):
         totals: dict[str, int] = {}
         for metric in counter.collect():
@@ -128,6 +128,8 @@ def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt
         "events": events,
         "seconds": round(elapsed, 3),
         "events_per_second": round(events / elapsed) if elapsed > 0 else None,
+        # CPU time of this process over the same interval: what other load on the machine does not change
+        "cpu_seconds": round(cpu, 3) if cpu is not None else None,
         "first_event_seconds": round(first_event_after, 4) if first_event_after is not None else None,
         "outcomes": by_label(metrics.events, lambda labels: labels["outcome"]),
         "invalid": by_label(metrics.invalid_events, lambda labels: labels["reason"]),
