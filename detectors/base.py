@@ -6,20 +6,39 @@ it gives the same alerts, live or in replay, so it is tested with plain lists of
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
+from monitor.accounts.model import Restriction
 from monitor.alerts import Alert
 from monitor.events import PortalEvent
 from monitor.networks import NetworkMap
 from monitor.sessions import AccountState, SessionTable
 
+if TYPE_CHECKING:
+    from monitor.geo import GeoServices
+
+# A pseudo event type a detector may list in `event_types`: it is then called with each
+# page_view that changed its session's IP address (or opened a session not seen logging in),
+# after the session's `location` was updated. Cheaper than listing every "page_view".
+IP_CHANGED = "ip_changed"
+
 
 class DetectorContext:
     """What the engine lends every detector of a shard: read-only views of shared state."""
 
-    def __init__(self, sessions: SessionTable, networks: NetworkMap) -> None:
+    def __init__(
+        self,
+        sessions: SessionTable,
+        networks: NetworkMap,
+        geo: "GeoServices | None" = None,
+        restricted: Mapping[str, Restriction] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.networks = networks
+        self.geo = geo
+        # Disabled and revoked accounts as the account registry knew them when the shard was
+        # built (they are few); the detectors follow later lifecycle events themselves.
+        self.restricted: Mapping[str, Restriction] = restricted or {}
 
 
 class Detector:
@@ -27,6 +46,9 @@ class Detector:
 
     id: ClassVar[str]
     event_types: ClassVar[tuple[str, ...]]
+    requires_geoip: ClassVar[bool] = False
+    """True for detectors that need a GeoIP City database: they stay idle (sessions carry no
+    location) until one can be read, and `GeoServices` warns once that they are disabled."""
 
     def on_event(self, event: PortalEvent, account: AccountState) -> Sequence[Alert] | None:
         """Called for each event of a type in `event_types`, after the session table saw it."""

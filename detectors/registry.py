@@ -5,17 +5,32 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from detectors.base import Detector, DetectorContext
+from detectors.impossible_travel import ImpossibleTravel
+from detectors.new_country import NewCountry
+from detectors.risky_network import RiskyNetwork
+from detectors.dormant_account import DormantAccount
+from detectors.dormant_account_login import DormantAccountLogin
+from detectors.revoked_access_use import RevokedAccessUse
 from detectors.simultaneous_logins import SimultaneousLogins
 
 # id -> detector class. A new detector adds one line here and one settings field in
 # `monitor.config.DetectorSettings` under the same id.
 DETECTORS: dict[str, Callable[[Any, DetectorContext], Detector]] = {
     SimultaneousLogins.id: SimultaneousLogins,
+    ImpossibleTravel.id: ImpossibleTravel,
+    NewCountry.id: NewCountry,
+    RiskyNetwork.id: RiskyNetwork,
+    DormantAccountLogin.id: DormantAccountLogin,
+    RevokedAccessUse.id: RevokedAccessUse,
 }
+
+# Rules swept over the account registry rather than run per event in a shard
+# (`monitor.accounts.lifecycle`); they have a settings section under the same id too.
+SWEPT: tuple[str, ...] = (DormantAccount.id,)
 
 
 def detector_ids() -> tuple[str, ...]:
-    return tuple(DETECTORS)
+    return tuple(DETECTORS) + SWEPT
 
 
 def build_detectors(settings: Any, context: DetectorContext) -> list[Detector]:

@@ -16,7 +16,15 @@ from monitor.config import ConfigError
 COMMAND_MODULES = (
     "monitor.commands.run",
     "monitor.commands.replay",
+    "monitor.commands.repartition",
+    "monitor.commands.demo",
     "monitor.commands.check_config",
+    "monitor.commands.alerts",
+    "monitor.commands.sessions",
+    "monitor.commands.silences",
+    "monitor.commands.geoip",
+    "monitor.commands.networks",
+    "monitor.commands.accounts",
 )
 
 EXIT_CONFIG = 2

@@ -22,6 +22,8 @@ REJECTION_REASONS: tuple[str, ...] = (
     "bad_timestamp",
     "bad_ip",
     "bad_field",
+    "future_timestamp",
+    "processing_error",
 )
 
 

@@ -4,25 +4,47 @@ A shard owns the state of the accounts in its partition. For each batch it decod
 record once, drops redeliveries, holds events in a reorder buffer until the event-time
 watermark (max event time seen minus the allowed lateness) passes them, then runs them in
 event-time order through the session table and the detectors interested in their type.
+Logins, and page views that change their session's IP address, are located by the process's
+`GeoServices` right after the session table saw them and before any detector; detectors that
+list `IP_CHANGED` are called for those page views only.
 Everything here is synchronous: the only awaits are at the edges (sources and sinks).
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import msgspec
 
-from detectors.base import Detector
+from detectors.base import IP_CHANGED, Detector
+from monitor.accounts.model import STATUS_EVENTS, AccountActivity, DormancyMark, StatusChange
 from monitor.alerts import Alert
 from monitor.decode import EventDecoder, Rejection
 from monitor.events import EVENT_TYPES, PortalEvent
-from monitor.sessions import Session, SessionTable
+from monitor.sessions import AccountState, Session, SessionTable
 
 OUTCOMES: tuple[str, ...] = ("processed", "late", "duplicate")
 NO_WATERMARK = float("-inf")
+SNAPSHOT_VERSION = 1
+
+
+class ShardSnapshot(msgspec.Struct, array_like=True):
+    """A shard's state as checkpointed with its offset: enough to carry on elsewhere.
+
+    The reorder buffer is not in it: the checkpoint's offset is the oldest buffered record, so
+    those records are read again; the recent event ids make the re-read of records that were
+    already processed a no-op.
+    """
+
+    version: int
+    watermark: float
+    max_event_time: float
+    recent_event_ids: list[str]
+    accounts: list[AccountState]
+    detectors: dict[str, msgspec.Raw]
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -54,24 +76,47 @@ class ViewedItemRecord(msgspec.Struct, array_like=True):
 
 
 class Findings:
-    """What one batch produced for the sinks."""
+    """What one batch produced for the sinks, and for the account registry.
 
-    __slots__ = ("alerts", "flagged_sessions", "viewed_items", "dead_letters")
+    `account_activity` is the batch's per-account aggregate (one entry per account, updated in
+    place per event), `account_changes` its lifecycle events, `dormancy_marks` what the
+    registry must note once the batch's dormancy alerts were delivered.
+    """
+
+    __slots__ = (
+        "alerts", "flagged_sessions", "viewed_items", "dead_letters",
+        "account_activity", "account_changes", "dormancy_marks",
+    )
 
     def __init__(self) -> None:
         self.alerts: list[Alert] = []
         self.flagged_sessions: dict[str, FlaggedSession] = {}
         self.viewed_items: list[ViewedItemRecord] = []
         self.dead_letters: list[DeadLetter] = []
+        self.account_activity: dict[str, AccountActivity] = {}
+        self.account_changes: list[StatusChange] = []
+        self.dormancy_marks: list[DormancyMark] = []
 
     def __bool__(self) -> bool:
-        return bool(self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters)
+        return bool(
+            self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters
+            or self.account_activity or self.account_changes or self.dormancy_marks
+        )
 
     def extend(self, other: "Findings") -> None:
         self.alerts.extend(other.alerts)
         self.flagged_sessions.update(other.flagged_sessions)
         self.viewed_items.extend(other.viewed_items)
         self.dead_letters.extend(other.dead_letters)
+        activity = self.account_activity
+        for account_id, later in other.account_activity.items():
+            mine = activity.get(account_id)
+            if mine is None:
+                activity[account_id] = later
+            else:
+                mine.merge(later)
+        self.account_changes.extend(other.account_changes)
+        self.dormancy_marks.extend(other.dormancy_marks)
 
 
 class RedeliveryWindow:
@@ -81,6 +126,13 @@ class RedeliveryWindow:
         self.size = size
         self._ids: set[str] = set()
         self._order: deque[str] = deque()
+
+    def recent(self) -> list[str]:
+        return list(self._order)
+
+    def load(self, event_ids: list[str]) -> None:
+        self._order = deque(event_ids[-self.size :])
+        self._ids = set(self._order)
 
     def seen(self, event_id: str) -> bool:
         """True if `event_id` was seen before; otherwise remember it."""
@@ -107,12 +159,18 @@ class Shard:
         detectors: Sequence[Detector],
         allowed_lateness: float,
         dedup_window: int,
+        max_clock_skew: float = 300.0,
+        geo: Any = None,
+        gap_floor: float = float("inf"),
     ) -> None:
         self.partition = partition
+        self.geo = geo  # monitor.geo.GeoServices: locates logins and IP changes before detectors run
         self.decoder = decoder
         self.sessions = sessions
         self.detectors = list(detectors)
         self.allowed_lateness = allowed_lateness
+        self.max_clock_skew = max_clock_skew
+        self.gap_floor = gap_floor  # idle spells at least this long within a batch are noted for dormancy
         self.redeliveries = RedeliveryWindow(dedup_window)
         self.max_event_time = NO_WATERMARK
         self.watermark = NO_WATERMARK
@@ -130,6 +188,7 @@ class Shard:
             event_type: tuple(d.on_event for d in self.detectors if event_type in d.event_types)
             for event_type in EVENT_TYPES
         }
+        self._on_ip_change = tuple(d.on_event for d in self.detectors if IP_CHANGED in d.event_types)
         self._ticks = tuple(d.on_tick for d in self.detectors if type(d).on_tick is not Detector.on_tick)
 
     # -- the batch ---------------------------------------------------------------------------
@@ -142,23 +201,27 @@ class Shard:
         max_at = self.max_event_time
         watermark = self.watermark  # only `advance` moves it, after the loop
         seq = self._seq
+        horizon = time.time() + self.max_clock_skew
         for offset, raw in records:
+            self._next_offset = offset + 1
             event = decode(raw)
             if type(event) is Rejection:
                 self._reject(event, offset, raw)
                 continue
             at = event.at  # type: ignore[union-attr]
+            if at > horizon:
+                self._reject(Rejection("future_timestamp", f"ts {event.ts.isoformat()} is more than {self.max_clock_skew:.0f} s ahead of the clock"), offset, raw)  # type: ignore[union-attr]
+                continue
             if at > max_at:
                 max_at = at
             if lateness <= 0 or at < watermark:
-                self._run(event, late=at < watermark)  # type: ignore[arg-type]
+                self._run_guarded(event, offset, late=at < watermark)  # type: ignore[arg-type]
             else:
                 seq += 1
                 if not buffer or at >= buffer[-1][0]:
                     buffer.append((at, seq, offset, event))  # type: ignore[arg-type]
                 else:
                     heapq.heappush(self._stragglers, (at, seq, offset, event))  # type: ignore[misc]
-            self._next_offset = offset + 1
         self._seq = seq
         self.max_event_time = max_at
         self.advance(max_at - lateness)
@@ -171,21 +234,19 @@ class Shard:
         self.watermark = watermark
         buffer = self._buffer
         stragglers = self._stragglers
-        run = self._run
+        run = self._run_guarded
         while True:
             if buffer and buffer[0][0] <= watermark:
                 if stragglers and stragglers[0][:2] < buffer[0][:2]:
-                    event = heapq.heappop(stragglers)[3]
+                    item = heapq.heappop(stragglers)
                 else:
-                    event = buffer.popleft()[3]
+                    item = buffer.popleft()
             elif stragglers and stragglers[0][0] <= watermark:
-                event = heapq.heappop(stragglers)[3]
+                item = heapq.heappop(stragglers)
             else:
                 break
-            run(event, False)
-        for session in self.sessions.expire(watermark):
-            if session.flagged:
-                self._flag(session, ())
+            run(item[3], item[2], False)
+        self.sessions.expire(watermark)
         for tick in self._ticks:
             alerts = tick(watermark)
             if alerts:
@@ -202,8 +263,19 @@ class Shard:
 
     def take_findings(self) -> Findings:
         """What the shard produced since the last call, handed over once."""
+        closed = self.sessions.closed
+        if closed:
+            for session in closed:
+                if session.flagged:
+                    self._flag(session, ())
+            closed.clear()
         findings, self._findings = self._findings, Findings()
         return findings
+
+    @property
+    def next_offset(self) -> int | None:
+        """One past the last record read (not necessarily processed): the read position."""
+        return self._next_offset
 
     def commit_offset(self) -> int | None:
         """The offset to commit: the oldest still buffered, else one past the last seen."""
@@ -213,7 +285,50 @@ class Shard:
             oldest = lowest if oldest is None else min(oldest, lowest)
         return oldest
 
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The shard's state for a checkpoint, to be stored with `commit_offset()`."""
+        encode = msgspec.msgpack.encode
+        detectors = {}
+        for detector in self.detectors:
+            state = detector.snapshot()
+            if state is not None:
+                detectors[detector.id] = msgspec.Raw(encode(state))
+        return encode(
+            ShardSnapshot(
+                version=SNAPSHOT_VERSION,
+                watermark=self.watermark,
+                max_event_time=self.max_event_time,
+                recent_event_ids=self.redeliveries.recent(),
+                accounts=list(self.sessions.accounts.values()),
+                detectors=detectors,
+            )
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Load a checkpoint written by `snapshot` into this fresh shard."""
+        snapshot = msgspec.msgpack.decode(data, type=ShardSnapshot)
+        if snapshot.version != SNAPSHOT_VERSION:
+            raise ValueError(f"checkpoint version {snapshot.version} is not {SNAPSHOT_VERSION}")
+        self.watermark = snapshot.watermark
+        self.max_event_time = snapshot.max_event_time
+        self.redeliveries.load(snapshot.recent_event_ids)
+        self.sessions.load(snapshot.accounts)
+        for detector in self.detectors:
+            raw = snapshot.detectors.get(detector.id)
+            if raw is not None:
+                detector.restore(msgspec.msgpack.decode(raw))
+
     # -- one event ---------------------------------------------------------------------------
+
+    def _run_guarded(self, event: PortalEvent, offset: int, late: bool) -> None:
+        """Run one event; a failure inside (a poison record meeting a bug) becomes a dead letter."""
+        try:
+            self._run(event, late)
+        except Exception as error:  # never let one record stop the partition
+            raw = msgspec.json.encode(event).decode()
+            self._reject(Rejection("processing_error", f"{type(error).__name__}: {error}"), offset, raw)
 
     def _run(self, event: PortalEvent, late: bool) -> None:
         kind = event.type
@@ -225,14 +340,26 @@ class Shard:
         self.counts[key] = self.counts.get(key, 0) + 1
         table = self.sessions
         account = table.account(event.account_id)
+        moved = False
         if kind == "page_view":
+            known = account.sessions.get(event.session_id)  # type: ignore[arg-type]
+            ip = event.ip
+            # A located activity: the view changed its session's IP, or opened one unseen.
+            moved = ip is not None and (known is None or ip != known.last_ip)
             session = table.view(event, account)
             if session.flagged:
                 self._findings.viewed_items.append(
                     ViewedItemRecord(session.session_id, session.account_id, event.at, event.resource, event.action, event.ip)  # type: ignore[arg-type]
                 )
+            if moved and self.geo is not None:
+                if known is None:
+                    self.geo.on_login(event, session)
+                else:
+                    self.geo.on_ip_change(event, session)
         elif kind == "login_succeeded":
-            table.open(event, account)
+            session = table.open(event, account)
+            if self.geo is not None:
+                self.geo.on_login(event, session)
         elif kind == "logout" or kind == "session_expired":
             closed = table.close(event, account, kind)
             if closed is not None and closed.flagged:
@@ -241,8 +368,53 @@ class Shard:
             alerts = on_event(event, account)
             if alerts:
                 self._raise(alerts)
+        if moved:
+            for on_event in self._on_ip_change:
+                alerts = on_event(event, account)
+                if alerts:
+                    self._raise(alerts)
+        self._note(event, kind)
         if not account.sessions and table.accounts.get(event.account_id) is account:
             del table.accounts[event.account_id]
+
+    def _note(self, event: PortalEvent, kind: str) -> None:
+        """Fold the event into the batch's per-account aggregate for the account registry."""
+        at = event.at
+        activities = self._findings.account_activity
+        activity = activities.get(event.account_id)
+        if activity is None:
+            activity = activities[event.account_id] = AccountActivity(partition=self.partition, first_at=at)
+        elif at < activity.first_at:
+            activity.first_at = at
+        if event.portal is not None:
+            activity.portal = event.portal
+        if kind == "page_view" or kind == "logout" or kind == "session_expired":
+            activity.known = True
+            if activity.last_activity_at is None or at > activity.last_activity_at:
+                activity.last_activity_at = at
+            return
+        if kind == "login_succeeded" or kind == "login_failed":
+            succeeded = kind == "login_succeeded"
+            activity.attempt(at, succeeded, event.ip, event.session_id, self.gap_floor)
+            if not succeeded:
+                return  # a failed login may name no account at all: not proof that it exists
+            activity.known = True
+            if not activity.inactive:
+                activity.boundary(at, "login", self.gap_floor)
+            if activity.last_login_at is None or at > activity.last_login_at:
+                activity.last_login_at = at
+            if activity.last_activity_at is None or at > activity.last_activity_at:
+                activity.last_activity_at = at
+            return
+        activity.known = True
+        if kind == "account_created":
+            if activity.created_at is None or at > activity.created_at:
+                activity.created_at = at
+            activity.boundary(at, "created", self.gap_floor)
+            return
+        status = STATUS_EVENTS[kind]
+        self._findings.account_changes.append(StatusChange(event.account_id, at, status, event.reason, status == "active"))
+        activity.boundary(at, status if status != "active" else "enabled", self.gap_floor)
 
     def _raise(self, alerts: Sequence[Alert]) -> None:
         findings = self._findings
@@ -272,4 +444,3 @@ class Shard:
         self._findings.dead_letters.append(
             DeadLetter(reason=rejection.reason, detail=rejection.detail, partition=self.partition, offset=offset, raw=text)
         )
-        self._next_offset = offset + 1

@@ -21,6 +21,10 @@ SCHOOLS_DORMANCY = (
     f"{SCHOOLS_TERMS}: \"If you do not use your Schools' Portal account for a period of 180 days "
     'we automatically disable your Portal account."'
 )
+PARENT_AUTHORISED_USERS = (
+    f'{PARENT_AUP}: "Preston School Parent Portal is provided for use only by persons who are '
+    'legally responsible for a child currently attending the school"'
+)
 PARENT_INSECURE_PLACES = (
     f'{PARENT_AUP}: "You should not attempt to access the Parent and carers Portal system in any '
     "environment where the security of the information contained in the Parent Portal may be "
@@ -43,3 +47,7 @@ def for_portal(portal: str | None, schools: str, parent: str) -> str:
     if portal == "parent":
         return parent
     return f"{schools} {parent}"
+SCHOOLS_SECURITY = (
+    f"{SCHOOLS_TERMS}: \"As an end user it is your responsibility to ensure the security of the "
+    'system and confidentiality of data."'
+)

@@ -1,7 +1,11 @@
 """The daemon's lifecycle: start the parts, loop over batches, stop cleanly on a signal.
 
 Signals (after uvicorn's server.py): the first SIGTERM or SIGINT asks the loop to finish the
-batch in hand, deliver it, commit and exit 0; a second one exits at once with status 1.
+batch in hand, deliver it, checkpoint, commit and exit 0. If a sink is down, delivery is
+retried until `service.shutdown_timeout`; then the monitor exits 1 without committing, and the
+batch is read again on restart. A second signal exits at once with status 1.
+
+The order of a checkpoint and what a crash at each step means is in `monitor.checkpoints`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Awaitable, Callable
 
 import structlog
 
+from monitor.checkpoints import CheckpointStore
 from monitor.config import Settings
 from monitor.pipeline import Pipeline
 from monitor.sources.kafka import KafkaEventSource, PartitionListener
@@ -22,7 +27,7 @@ log = structlog.get_logger("monitor.service")
 
 
 class Service:
-    """The live monitor: Kafka source -> pipeline -> sinks -> commit, plus HTTP."""
+    """The live monitor: Kafka source -> pipeline -> sinks -> checkpoint -> commit, plus HTTP."""
 
     def __init__(
         self,
@@ -31,16 +36,26 @@ class Service:
         source: KafkaEventSource,
         starters: list[Callable[[], Awaitable[None]]],
         closers: list[Callable[[], Awaitable[None]]],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # the wall clock that advances quiet shards (a parameter so tests can move it)
         self.pipeline = pipeline
         self.source = source
         self.starters = starters
         self.closers = closers
+        self.checkpoints: CheckpointStore | None = None  # set by the composition root once connected
         self.stop_requested = asyncio.Event()
         self.started = False
         self.assigned: set[int] = set()
         self.signals_seen = 0
+        self.undelivered = False  # a batch's findings are in hand but not yet acknowledged
+        self.clean_exit = True
+        self._last_checkpoint = time.monotonic()
+        self._events_since_checkpoint = 0
+        self._checkpointed_at: dict[int, float] = {}
+
+    # -- probes and signals -------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
         if not self.started:
@@ -59,22 +74,59 @@ class Service:
         if self.signals_seen > 1:
             log.warning("second signal: exiting at once", signal=sig.name)
             os._exit(1)
-        log.info("signal received: draining, committing and stopping", signal=sig.name)
+        timeout = self.settings.service.shutdown_timeout
+        log.info("signal received: draining, committing and stopping", signal=sig.name, timeout=timeout)
         self.stop_requested.set()
-        self.pipeline.stopping.set()
+        asyncio.get_running_loop().call_later(timeout, self.pipeline.give_up.set)
+
+    # -- partitions ---------------------------------------------------------------------------
 
     async def _assigned(self, partitions: list[int]) -> None:
+        await self.pipeline.assigned(partitions, self.source.partition_count())
+        for partition in partitions:
+            if self.checkpoints is None:
+                continue
+            saved = await self._retry("load checkpoint", lambda p=partition: self.checkpoints.load(p))  # type: ignore[union-attr]
+            if saved is None:
+                log.info("partition assigned without checkpoint", partition=partition)
+                continue
+            offset, state = saved
+            self.pipeline.shards[partition].restore(state)
+            self.source.seek(partition, offset)
+            self._checkpointed_at[partition] = time.time()
+            log.info("partition restored from checkpoint", partition=partition, offset=offset, bytes=len(state))
         self.assigned.update(partitions)
-        self.pipeline.assign(partitions)
 
     async def _revoked(self, partitions: list[int]) -> None:
-        offsets = {p: o for p, o in self.pipeline.commit_offsets().items() if p in partitions}
-        try:
-            await self.source.commit(offsets)
-        except Exception as error:
-            log.warning("commit on revoke failed; the next owner re-reads from the last commit", error=str(error))
+        if self.undelivered:
+            log.warning(
+                "partitions revoked with findings undelivered: dropped without checkpoint; "
+                "the next owner re-reads them from the last checkpoint",
+                partitions=partitions,
+            )
+        else:
+            try:
+                await self._checkpoint(partitions)
+            except Exception as error:
+                log.warning("checkpoint on revoke failed; the next owner resumes from the previous one", error=str(error))
         self.assigned.difference_update(partitions)
         self.pipeline.revoke(partitions)
+        for partition in partitions:
+            self._checkpointed_at.pop(partition, None)
+
+    async def _retry(self, what: str, attempt: Callable[[], Awaitable]):
+        delay = 0.5
+        while True:
+            try:
+                return await attempt()
+            except Exception as error:
+                if self.stop_requested.is_set():
+                    raise
+                log.warning(f"{what} failed, retrying", error=f"{type(error).__name__}: {error}", retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    # -- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> int:
         self.install_signal_handlers()
@@ -94,7 +146,7 @@ class Service:
             await self._loop()
         finally:
             await self._shutdown()
-        return 0
+        return 0 if self.clean_exit else 1
 
     async def _loop(self) -> None:
         pipeline = self.pipeline
@@ -102,38 +154,78 @@ class Service:
         engine = self.settings.engine
         grace = engine.allowed_lateness + engine.wall_clock_grace
         last_tick = 0.0
+        batch_number = 0
         while not self.stop_requested.is_set():
             batch = await self.source.batch()
+            batch_number += 1
+            # Context for anything logged while this batch is in hand (retries, failures).
+            structlog.contextvars.bind_contextvars(batch=batch_number, partitions=sorted(batch))
+            self.undelivered = True
             findings = pipeline.run_batch(batch)
-            positions = {p: s._next_offset for p, s in pipeline.shards.items() if s._next_offset is not None}  # noqa: SLF001
+            self._events_since_checkpoint += sum(len(records) for records in batch.values())
+            positions = {p: s.next_offset for p, s in pipeline.shards.items() if s.next_offset is not None}
             lags = self.source.lag(positions)
             for partition, lag in lags.items():
                 metrics.consumer_lag.labels(str(partition)).set(lag)
-            now = time.time()
+            now = self.clock()
             if now - last_tick >= 1.0:
                 last_tick = now
-                caught_up = [p for p in pipeline.shards if lags.get(p, 0) == 0 and not batch.get(p)]
-                for partition in caught_up:
-                    pipeline.shards[partition].advance(now - grace)
-                    findings.extend(pipeline.shards[partition].take_findings())
-            await pipeline.deliver(findings)
-            await self._commit()
+                for partition, shard in pipeline.shards.items():
+                    if lags.get(partition, 0) == 0 and not batch.get(partition):
+                        shard.advance(now - grace)  # quiet and caught up: the wall clock moves time
+                        findings.extend(shard.take_findings())
+                for partition, at in self._checkpointed_at.items():
+                    metrics.checkpoint_age.labels(str(partition)).set(time.time() - at)
+            delivered = await pipeline.deliver(findings, keepalive=self.source.keepalive)
+            self.source.resume()
+            if not delivered:
+                self.clean_exit = False
+                log.error("shutdown deadline passed with findings undelivered; not committing: "
+                          "they are read again on restart")
+                return
+            self.undelivered = False
+            if self._checkpoint_due():
+                await self._checkpoint_or_warn()
 
-    async def _commit(self) -> None:
-        offsets = self.pipeline.commit_offsets()
-        if not offsets:
-            return
+    def _checkpoint_due(self) -> bool:
+        if self.checkpoints is None:
+            return True  # no state store: commit offsets after every delivered batch
+        cp = self.settings.checkpoint
+        return (
+            time.monotonic() - self._last_checkpoint >= cp.interval
+            or self._events_since_checkpoint >= cp.every_events
+        )
+
+    async def _checkpoint_or_warn(self) -> None:
         try:
-            await self.source.commit(offsets)
+            await self._checkpoint()
         except Exception as error:
             self.pipeline.metrics.commits.labels("failed").inc()
-            log.warning("offset commit failed; will retry with the next batch", error=str(error))
+            log.warning("checkpoint or commit failed; will retry after the next batch", error=f"{type(error).__name__}: {error}")
+
+    async def _checkpoint(self, partitions: list[int] | None = None) -> None:
+        """Write state+offset for the partitions (all by default), then commit those offsets."""
+        shards = {
+            p: s for p, s in self.pipeline.shards.items()
+            if (partitions is None or p in partitions) and s.commit_offset() is not None
+        }
+        if not shards:
             return
+        offsets = {p: s.commit_offset() for p, s in shards.items()}
+        if self.checkpoints is not None:
+            await self.checkpoints.save({p: (offsets[p], s.snapshot(), s.watermark) for p, s in shards.items()})
+            now = time.time()
+            for p in shards:
+                self._checkpointed_at[p] = now
+        await self.source.commit(offsets)  # type: ignore[arg-type]
         self.pipeline.metrics.commits.labels("succeeded").inc()
         self.pipeline.metrics.last_commit.set(time.time())
+        self._last_checkpoint = time.monotonic()
+        self._events_since_checkpoint = 0
 
     async def _shutdown(self) -> None:
-        await self._commit()
+        if self.started and not self.undelivered:
+            await self._checkpoint_or_warn()
         try:
             await self.source.stop()
         except Exception as error:
@@ -143,4 +235,4 @@ class Service:
                 await close()
             except Exception as error:
                 log.warning("close failed", error=str(error))
-        log.info("monitor stopped")
+        log.info("monitor stopped", clean=self.clean_exit)

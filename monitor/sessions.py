@@ -13,6 +13,7 @@ import struct
 import msgspec
 
 from monitor.events import PortalEvent
+from monitor.geoip import Location
 from monitor.networks import NetworkMap
 
 # A viewed item in a session's timeline: event time, action, length of the resource in UTF-8,
@@ -58,6 +59,8 @@ class Session(msgspec.Struct, kw_only=True, gc=False):
     closed_at: float | None = None
     close_reason: str | None = None
     flagged: bool = False
+    location: Location | None = None
+    """Where GeoIP places `last_ip` (set at login and when a page view changes the IP)."""
 
     @property
     def items(self) -> list[ViewedItem]:
@@ -106,6 +109,7 @@ class SessionTable:
         self._networks = networks
         self._expiry: list[tuple[float, str, str]] = []  # (expires_at, account_id, session_id)
         self.open_sessions = 0
+        self.closed: list[Session] = []  # closed by expiry since the engine last looked
         self._texts: dict[str, str] = {}  # one shared copy of texts many sessions repeat (user agents, networks)
 
     def shared(self, text: str | None) -> str | None:
@@ -125,6 +129,17 @@ class SessionTable:
         if state is None:
             state = self.accounts[account_id] = AccountState(account_id=account_id, sessions={})
         return state
+
+    def load(self, accounts: list[AccountState]) -> None:
+        """Replace the table with checkpointed accounts, rebuilding the expiry schedule."""
+        self.accounts = {account.account_id: account for account in accounts}
+        self._expiry = [
+            (session.expires_at(self.idle_timeout, self.max_duration), account.account_id, session.session_id)
+            for account in accounts
+            for session in account.sessions.values()
+        ]
+        heapq.heapify(self._expiry)
+        self.open_sessions = len(self._expiry)
 
     def open(self, event: PortalEvent, account: AccountState, login_seen: bool = True) -> Session:
         """Open (or re-open on a repeated login) the event's session."""
@@ -159,6 +174,10 @@ class SessionTable:
     def view(self, event: PortalEvent, account: AccountState) -> Session:
         """Record a page view; a view of a session never seen opening starts one implicitly."""
         session = account.sessions.get(event.session_id)  # type: ignore[arg-type]
+        if session is not None and event.at > session.expires_at(self.idle_timeout, self.max_duration):
+            # Expired in event time, whether or not the sweep got to it yet: the view starts anew.
+            self._expire(account, session)
+            session = None
         if session is None:
             session = self.open(event, account, login_seen=False)
         elif event.at > session.last_activity:
@@ -182,9 +201,16 @@ class SessionTable:
             del self.accounts[account.account_id]
         return session
 
-    def expire(self, watermark: float) -> list[Session]:
+    def _expire(self, account: AccountState, session: Session) -> None:
+        ends = session.expires_at(self.idle_timeout, self.max_duration)
+        del account.sessions[session.session_id]
+        self.open_sessions -= 1
+        session.closed_at = ends
+        session.close_reason = "idle_timeout" if ends < session.opened_at + self.max_duration else "max_duration"
+        self.closed.append(session)
+
+    def expire(self, watermark: float) -> None:
         """Close every session whose idle timeout or maximum duration ended before the watermark."""
-        closed: list[Session] = []
         expiry = self._expiry
         idle, longest = self.idle_timeout, self.max_duration
         while expiry and expiry[0][0] < watermark:
@@ -197,11 +223,6 @@ class SessionTable:
             if ends >= watermark:
                 heapq.heappush(expiry, (ends, account_id, session_id))
                 continue
-            del account.sessions[session_id]  # type: ignore[union-attr]
-            self.open_sessions -= 1
-            session.closed_at = ends
-            session.close_reason = "idle_timeout" if ends < session.opened_at + longest else "max_duration"
-            closed.append(session)
+            self._expire(account, session)  # type: ignore[arg-type]
             if not account.sessions:  # type: ignore[union-attr]
                 del self.accounts[account_id]
-        return closed

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from detectors.base import DetectorContext
+from detectors.dormant_account import DormantAccount
 from detectors.registry import build_detectors
+from monitor.accounts.model import Restriction
 from monitor.config import Settings
 from monitor.decode import EventDecoder
 from monitor.engine import Shard
+from monitor.geo import GeoServices
 from monitor.networks import NetworkMap
 from monitor.sessions import SessionTable
 
 
-def build_shard(settings: Settings, partition: int) -> Shard:
-    """A fresh shard for `partition`, with its own session table and detector instances."""
+def build_shard(
+    settings: Settings,
+    partition: int,
+    geo: GeoServices | None = None,
+    restricted: Mapping[str, Restriction] | None = None,
+) -> Shard:
+    """A fresh shard for `partition`, with its own session table and detector instances.
+
+    `geo` is the process's `GeoServices` (GeoIP readers, risky lists, shared networks): build it
+    once with `GeoServices.from_settings(settings)` and pass it to every shard. Without it the
+    shard opens its own, which is right for one shard (a replay, a test) only.
+    `restricted`: the disabled and revoked accounts the account registry knows of.
+    """
+    if geo is None:
+        geo = GeoServices.from_settings(settings)
     networks = NetworkMap(settings.networks.allowlist)
     sessions = SessionTable(
         networks,
@@ -20,7 +38,9 @@ def build_shard(settings: Settings, partition: int) -> Shard:
         max_duration=settings.sessions.max_duration,
         max_items=settings.sessions.max_items,
     )
-    context = DetectorContext(sessions=sessions, networks=networks)
+    context = DetectorContext(sessions=sessions, networks=networks, geo=geo, restricted=restricted)
+    detectors = settings.detectors
+    dormancy = detectors.dormant_account.enabled or detectors.dormant_account_login.enabled
     return Shard(
         partition,
         decoder=EventDecoder(networks),
@@ -28,4 +48,7 @@ def build_shard(settings: Settings, partition: int) -> Shard:
         detectors=build_detectors(settings.detectors, context),
         allowed_lateness=settings.engine.allowed_lateness,
         dedup_window=settings.engine.dedup_window,
+        max_clock_skew=settings.engine.max_clock_skew,
+        geo=geo,
+        gap_floor=DormantAccount(detectors.dormant_account).gap_floor() if dormancy else float("inf"),
     )

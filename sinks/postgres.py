@@ -3,21 +3,52 @@
 One transaction per batch: the alerts, the flagged sessions (upserted: a session flagged again
 or closed later is updated, its alert ids merged) and the items viewed in them. A redelivered
 batch changes nothing.
+
+It is also the durable point of delivery: in the same transaction, one outbox row per alert
+and external sink that wants it (by minimum severity), which that sink's relay
+(`monitor.outbox`) publishes; repeats grouped by the alert gate (recorded once each, the first
+alert's count and last-seen updated); silenced alerts (stored with status `silenced`, no outbox
+row). The pipeline commits Kafka offsets only after this transaction.
 """
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import msgspec
 
-from monitor.alerts import utc
+from monitor.alerts import SEVERITY_RANK, utc
 from monitor.engine import Findings
 from sinks.base import at_least
 
 INSERT_ALERT = """
 INSERT INTO alerts (alert_id, detector, severity, account_id, ts, detected_at, session_ids,
-                    summary, evidence, policy, portal)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11)
+                    summary, evidence, policy, portal, status, silence_id, last_seen)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $5)
 ON CONFLICT (alert_id) DO NOTHING
+"""
+
+INSERT_OUTBOX = """
+INSERT INTO alert_outbox (sink, alert_id, payload)
+VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (sink, alert_id) DO NOTHING
+"""
+
+INSERT_REPEAT = """
+INSERT INTO alert_repeats (repeat_id, alert_id, ts, severity, session_ids, summary)
+SELECT $1, $2, $3, $4, $5, $6
+WHERE EXISTS (SELECT 1 FROM alerts WHERE alert_id = $2)
+ON CONFLICT (repeat_id) DO NOTHING
+"""
+
+COUNT_REPEATS = """
+UPDATE alerts a SET
+    repeat_count = 1 + r.n,
+    last_seen = GREATEST(a.ts, r.last_ts),
+    updated_at = now()
+FROM (SELECT alert_id, count(*) AS n, max(ts) AS last_ts FROM alert_repeats
+      WHERE alert_id = ANY($1::text[]) GROUP BY alert_id) r
+WHERE a.alert_id = r.alert_id
 """
 
 UPSERT_SESSION = """
@@ -44,12 +75,25 @@ ON CONFLICT DO NOTHING
 
 
 class PostgresSink:
-    """Writes findings to the store in one transaction per batch."""
+    """Writes findings to the store in one transaction per batch.
 
-    def __init__(self, pool, min_severity: str = "low", name: str = "postgres") -> None:
+    `outbox` names the external sinks and their minimum severity; `on_outbox()` is called
+    after a transaction that added outbox rows (it wakes the relays).
+    """
+
+    def __init__(
+        self,
+        pool,
+        min_severity: str = "low",
+        name: str = "postgres",
+        outbox: Sequence[tuple[str, str]] = (),
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.pool = pool
         self.min_severity = min_severity
+        self.outbox = [(sink, SEVERITY_RANK[severity]) for sink, severity in outbox]
+        self.on_outbox = on_outbox
         self._json = msgspec.json.Encoder()
 
     async def start(self) -> None:
@@ -57,13 +101,30 @@ class PostgresSink:
 
     async def write(self, findings: Findings) -> None:
         alerts = at_least(findings.alerts, self.min_severity)
-        if not (alerts or findings.flagged_sessions or findings.viewed_items):
+        repeats = getattr(findings, "repeats", ())
+        silenced = getattr(findings, "silenced", ())
+        if not (alerts or findings.flagged_sessions or findings.viewed_items or repeats or silenced):
             return
         encode = self._json.encode
         alert_rows = [
             (a.alert_id, a.detector, a.severity, a.account_id, a.ts, a.detected_at, a.session_ids,
-             a.summary, encode(a.evidence).decode(), a.policy, a.portal)
+             a.summary, encode(a.evidence).decode(), a.policy, a.portal, "open", None)
             for a in alerts
+        ]
+        alert_rows.extend(
+            (a.alert_id, a.detector, a.severity, a.account_id, a.ts, a.detected_at, a.session_ids,
+             a.summary, encode(a.evidence).decode(), a.policy, a.portal, "silenced", silence_id)
+            for a, silence_id in silenced
+        )
+        outbox_rows = []
+        for a in alerts:
+            rank = SEVERITY_RANK[a.severity]
+            wanted = [sink for sink, floor in self.outbox if rank >= floor]
+            if wanted:
+                payload = encode(a).decode()
+                outbox_rows.extend((sink, a.alert_id, payload) for sink in wanted)
+        repeat_rows = [
+            (r.repeat_id, r.alert_id, r.ts, r.severity, r.session_ids, r.summary) for r in repeats
         ]
         session_rows = []
         item_rows = []
@@ -83,10 +144,17 @@ class PostgresSink:
             async with conn.transaction():
                 if alert_rows:
                     await conn.executemany(INSERT_ALERT, alert_rows)
+                if outbox_rows:
+                    await conn.executemany(INSERT_OUTBOX, outbox_rows)
+                if repeat_rows:
+                    await conn.executemany(INSERT_REPEAT, repeat_rows)
+                    await conn.execute(COUNT_REPEATS, list({r.alert_id for r in repeats}))
                 if session_rows:
                     await conn.executemany(UPSERT_SESSION, session_rows)
                 if item_rows:
                     await conn.executemany(INSERT_ITEM, item_rows)
+        if outbox_rows and self.on_outbox is not None:
+            self.on_outbox()
 
     async def close(self) -> None:
         pass

@@ -26,3 +26,25 @@ def kafka_broker():
     broker = TansuBroker().start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def owned_postgres():
+    """A PostgreSQL server of the test's own, which it may stop and restart."""
+    from tests.support.servers import OwnedPostgres
+
+    server = OwnedPostgres()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def durable_kafka_broker():
+    """A tansu broker whose log lives in a local S3 endpoint, so it can be restarted."""
+    from tests.support.servers import DurableTansuBroker, S3Endpoint
+
+    s3 = S3Endpoint().start()
+    broker = DurableTansuBroker(s3).start()
+    yield broker
+    broker.stop()
+    s3.stop()

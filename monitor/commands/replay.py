@@ -1,7 +1,10 @@
 """`portal-monitor replay`: the same engine over a JSON-lines file, in event time.
 
 Needs no configuration and no server: alerts go out as JSON lines, dead letters to a file,
-and a summary closes the run. Time-driven rules fire exactly as they would have live.
+and a summary closes the run. Time-driven rules fire exactly as they would have live, and so
+do the cool-down grouping and the config file's silences (the alert gate works in event time).
+With `--sinks` the external sinks of the config are written to directly (there is no outbox
+without PostgreSQL).
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import sys
 import time
 
 from detectors.registry import detector_ids
+from monitor.accounts.roster import RosterError
+from monitor.alert_gate import build_gate
 from monitor.config import load_settings
 from monitor.metrics import Metrics
-from monitor.pipeline import Pipeline
+from monitor.offline import build_offline_pipeline, start_offline
 from monitor.runtime import tune_garbage_collector
-from monitor.shards import build_shard
 from monitor.sources.files import JsonlEventFile
+from sinks.actions import FileActions
 from sinks.dead_letters import FileDeadLetters
 from sinks.jsonl import JsonlAlertSink
 
@@ -45,9 +50,31 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "or dead-letters.jsonl for stdin)",
     )
     parser.add_argument(
+        "--accounts",
+        metavar="ROSTER.csv",
+        help="import this roster into the replay's in-memory account registry first, so accounts "
+        "that never log in are covered too (format: docs/accounts.md)",
+    )
+    parser.add_argument(
+        "--actions-out",
+        metavar="FILE",
+        help="write portal.action/v1 events (accounts the policy says to disable) here as JSON lines",
+    )
+    parser.add_argument(
         "--summary", choices=("text", "json"), default="text", help="format of the closing summary (stderr)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    parser.add_argument(
+        "--sinks",
+        action="store_true",
+        help="also deliver alerts to the external sinks enabled in the config ([sinks.mqtt], "
+        "[sinks.kafka], [sinks.webhook], [sinks.alertmanager]) directly, without the outbox",
+    )
+    parser.add_argument(
+        "--all-alerts",
+        action="store_true",
+        help="write every alert raised: no cool-down grouping, no silences (as live would not)",
+    )
     parser.set_defaults(func=replay)
 
 
@@ -79,6 +106,9 @@ class Progress:
 
 async def replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    from monitor.logging import configure_logging
+
+    configure_logging("warning", settings.logging.format)  # to stderr: stdout may carry the alerts
     try:
         source = JsonlEventFile(args.events)
         if args.events != "-":
@@ -91,21 +121,32 @@ async def replay(args: argparse.Namespace) -> int:
     )
     alerts_sink = JsonlAlertSink(args.alerts_out)
     dead_letters = FileDeadLetters(dead_letter_path)
-    metrics = Metrics(detector_ids(), [alerts_sink.name, dead_letters.name])
-    pipeline = Pipeline(lambda partition: build_shard(settings, partition), [alerts_sink, dead_letters], metrics)
-    await pipeline.start_sinks()
+    sinks: list = [alerts_sink, dead_letters]
+    if args.actions_out:
+        sinks.append(FileActions(args.actions_out))
+    if args.sinks:
+        from monitor.app import build_publishers
+        from sinks.outbound import DirectAlertSink
+
+        sinks.extend(DirectAlertSink(publisher) for publisher in build_publishers(settings))
+    metrics = Metrics(detector_ids(), [sink.name for sink in sinks])
+    gate = None if args.all_alerts else build_gate(settings)
+    pipeline = build_offline_pipeline(settings, sinks, metrics, gate=gate)
+    try:
+        roster = await start_offline(pipeline, args.accounts)
+    except RosterError as error:
+        print(f"portal-monitor: {error}", file=sys.stderr)
+        return 1
+    if roster is not None:
+        print(roster.render(), file=sys.stderr)
     tune_garbage_collector()
     progress = Progress(source, enabled=not args.no_progress)
     started, started_cpu = time.perf_counter(), time.process_time()
-    first_event_after = None
     try:
-        for batch in source.batches():
-            if first_event_after is None:
-                first_event_after = time.perf_counter() - started
-            await pipeline.deliver(pipeline.run_batch({0: batch}))
-            progress.update(pipeline.events_seen, pipeline.alerts_raised)
-        await pipeline.deliver(pipeline.shard(0).drain())
-        pipeline.publish_counts()  # the events the drain released count too
+        first_event_after = await pipeline.run_file(
+            source.batches(), lambda: progress.update(pipeline.events_seen, pipeline.alerts_raised)
+        )
+        await pipeline.accounts.publish_gauge(force=True)
     finally:
         await pipeline.close_sinks()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
@@ -134,6 +175,7 @@ def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt
         "outcomes": by_label(metrics.events, lambda labels: labels["outcome"]),
         "invalid": by_label(metrics.invalid_events, lambda labels: labels["reason"]),
         "alerts": by_label(metrics.alerts, lambda labels: labels["detector"]),
+        "suppressed": by_label(metrics.alerts_suppressed, lambda labels: labels["reason"]),
         "dead_letters": dead_letters.path if dead_letters.written else None,
     }
     if fmt == "json":
@@ -145,6 +187,8 @@ def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt
         "  invalid:  " + (", ".join(f"{k} {v:,}" for k, v in summary["invalid"].items()) or "none"),
         "  alerts:   " + (", ".join(f"{k} {v:,}" for k, v in summary["alerts"].items()) or "none"),
     ]
+    if summary["suppressed"]:
+        lines.append("  not published: " + ", ".join(f"{k} {v:,}" for k, v in summary["suppressed"].items()))
     if summary["dead_letters"]:
         lines.append(f"  dead letters written to {summary['dead_letters']}")
     print("\n".join(lines), file=sys.stderr)

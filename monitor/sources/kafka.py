@@ -74,6 +74,30 @@ class KafkaEventSource:
             for tp, records in fetched.items()
         }
 
+    def seek(self, partition: int, offset: int) -> None:
+        self.consumer.seek(TopicPartition(self.source.topic, partition), offset)
+
+    async def keepalive(self) -> None:
+        """Stay in the group while the sinks are down: pause every partition and poll briefly.
+
+        Paused partitions return nothing, so nothing is read and memory stays bounded, but the
+        poll keeps the member alive (max.poll.interval) and lets rebalances complete.
+        """
+        assigned = self.consumer.assignment()
+        if assigned:
+            self.consumer.pause(*assigned)
+        await self.consumer.getmany(timeout_ms=200)
+
+    def resume(self) -> None:
+        paused = self.consumer.paused()
+        if paused:
+            self.consumer.resume(*paused)
+
+    def partition_count(self) -> int | None:
+        """Partitions of the topic (account ownership is key hash modulo this), once metadata is known."""
+        partitions = self.consumer.partitions_for_topic(self.source.topic)
+        return len(partitions) if partitions else None
+
     async def commit(self, offsets: dict[int, int]) -> None:
         assigned = {tp.partition for tp in self.consumer.assignment()}
         to_commit = {

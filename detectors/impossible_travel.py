@@ -1,0 +1,186 @@
+"""`impossible_travel`: two consecutive activities of one account too far apart for the time between."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from detectors._places import distance_km, duration, place_evidence, where
+from detectors.base import IP_CHANGED, Detector, DetectorContext
+from monitor import policy
+from monitor.alerts import Alert, new_alert, utc
+from monitor.events import PortalEvent
+from monitor.geoip import Location
+from monitor.sessions import AccountState
+
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class ImpossibleTravelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    min_distance_km: float = 500.0
+    """Distance between the two places after subtracting both GeoIP accuracy radii."""
+    min_speed_kmh: float = 800.0
+    """Speed that distance implies; 800 km/h is about an airliner's cruising speed."""
+    coarse_radius_km: float = 500.0
+    """An IP change inside a session to or from a place GeoIP knows only this well or worse (a
+    mobile carrier's hub, a roaming phone's home country) is the same browser changing networks,
+    not travel: it is neither compared nor remembered. Logins are always compared."""
+    severity: Severity = "high"
+
+
+class LastPlace(msgspec.Struct, array_like=True, gc=False):
+    """Where the account was last seen from a reliable network."""
+
+    at: float
+    ip: str
+    session_id: str
+    location: Location
+
+
+class ImpossibleTravel(Detector):
+    """Consecutive located activities of an account (logins, and IP changes inside a session)
+    further apart than anyone can travel in the time between them.
+
+    A login from where the account's holder cannot be is someone else using their login, which
+    the Schools' Portal Site Terms forbid: "An end user must only use login details which have
+    been issued to them for their personal use."; and the Parent Portal Acceptable Use Policy:
+    "You must never use anyone else's username or password".
+
+    Distance is the great-circle distance minus both places' accuracy radii (a mobile network
+    geolocated to the carrier's hub with a 1000 km radius is never "far"); it must be at least
+    `min_distance_km` at a speed of at least `min_speed_kmh`. A session that switches to or
+    from a network located no better than `coarse_radius_km` (Wi-Fi to a roaming phone's home
+    carrier) is one browser changing networks, not travel. The previous place counts until
+    the last activity of its session from the same address, or its logout. Places that say
+    nothing about where the person is are neither compared nor remembered: allowlisted
+    networks, networks learnt as shared by the organisation, and Tor, VPN, proxy and hosting
+    networks (which `risky_network` reports).
+    """
+
+    id = "impossible_travel"
+    event_types = ("login_succeeded", IP_CHANGED, "logout")
+    requires_geoip = True
+
+    def __init__(self, settings: ImpossibleTravelSettings, context: DetectorContext) -> None:
+        self.settings = settings
+        self.geo = context.geo
+        self.networks = context.networks
+        self.last: dict[str, LastPlace] = {}
+
+    def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
+        if event.type == "logout":
+            last = self.last.get(event.account_id)
+            if last is not None and last.session_id == event.session_id:
+                self._left(last, event)
+            return None
+        session = account.sessions.get(event.session_id)  # type: ignore[arg-type]
+        ip = event.ip
+        if session is None or ip is None:
+            return None
+        location = session.location
+        if location is None or location.latitude is None or location.longitude is None:
+            return None
+        at = event.at
+        account_id = event.account_id
+        previous = self.last.get(account_id)
+        if previous is not None and previous.ip == ip and at >= previous.at:
+            previous.at = at  # the same address again: no move; the common login
+            previous.session_id = session.session_id
+            return None
+        if self.geo.unreliable(ip, location, self.networks) is not None:  # type: ignore[union-attr]
+            return None
+        handover = False
+        if event.type != "login_succeeded" and previous is not None:
+            coarse = self.settings.coarse_radius_km
+            if (location.radius_km or 0.0) >= coarse:
+                return None  # onto a carrier located only to its hub: keep the better place
+            handover = previous.session_id == session.session_id and (previous.location.radius_km or 0.0) >= coarse
+        self.last[account_id] = LastPlace(at, ip, session.session_id, location)
+        if previous is None or previous.ip == ip or handover:
+            return None
+        if self.geo.unreliable(previous.ip, previous.location, self.networks) is not None:  # type: ignore[union-attr]
+            return None  # learnt as shared (or allowlisted, or listed) since it was remembered
+        since = previous.at
+        earlier = account.sessions.get(previous.session_id)
+        if (
+            earlier is not None
+            and earlier is not session
+            and earlier.last_ip == previous.ip
+            and since < earlier.last_activity <= at
+        ):
+            since = earlier.last_activity  # still there until the session's last activity
+        distance = distance_km(previous.location, location)
+        radii = (previous.location.radius_km or 0.0) + (location.radius_km or 0.0)
+        beyond = distance - radii
+        settings = self.settings
+        if beyond < settings.min_distance_km:
+            return None
+        elapsed = at - since
+        speed = beyond / (elapsed / 3600.0) if elapsed > 0 else None
+        if speed is not None and speed < settings.min_speed_kmh:
+            return None
+        return [self._alert(event, session.session_id, previous, since, location, distance, beyond, elapsed, speed)]
+
+    @staticmethod
+    def _left(last: LastPlace, event: PortalEvent) -> None:
+        """A logout of the last place's session: the person was still there when logging out."""
+        if (event.ip is None or event.ip == last.ip) and event.at > last.at:
+            last.at = event.at
+
+    def _alert(
+        self,
+        event: PortalEvent,
+        session_id: str,
+        previous: LastPlace,
+        since: float,
+        location: Location,
+        distance: float,
+        beyond: float,
+        elapsed: float,
+        speed: float | None,
+    ) -> Alert:
+        at = event.at
+        ip = event.ip or ""
+        verb = "logged in" if event.type == "login_succeeded" else f"continued session {session_id}"
+        pace = f"a speed of {speed:,.0f} km/h" if speed is not None else "being in both places at once"
+        summary = (
+            f"Account {event.account_id} {verb} from {where(location, ip)} at {utc(at):%Y-%m-%d %H:%M}Z, "
+            f"{duration(elapsed)} after it was active from {where(previous.location, previous.ip)} at "
+            f"{utc(since):%Y-%m-%d %H:%M}Z: {distance:,.0f} km apart (at least {beyond:,.0f} km allowing "
+            f"for GeoIP accuracy), which needs {pace}, faster than anyone can travel."
+        )
+        session_ids = [session_id]
+        if previous.session_id != session_id:
+            session_ids.append(previous.session_id)
+        return new_alert(
+            detector=self.id,
+            severity=self.settings.severity,
+            account_id=event.account_id,
+            at=at,
+            trigger=event.event_id,
+            session_ids=session_ids,
+            summary=summary,
+            evidence={
+                "from": place_evidence(previous.location, previous.ip, since, previous.session_id),
+                "to": place_evidence(location, ip, at, session_id),
+                "distance_km": round(distance, 1),
+                "distance_beyond_accuracy_km": round(beyond, 1),
+                "accuracy_radii_km": [previous.location.radius_km, location.radius_km],
+                "elapsed_seconds": round(elapsed, 3),
+                "speed_kmh": round(speed, 1) if speed is not None else None,
+                "thresholds": {
+                    "min_distance_km": self.settings.min_distance_km,
+                    "min_speed_kmh": self.settings.min_speed_kmh,
+                },
+            },
+            policy=policy.for_portal(event.portal, policy.SCHOOLS_PERSONAL_LOGIN, policy.PARENT_OWN_LOGIN),
+            portal=event.portal,
+        )
+
+    def snapshot(self) -> Any:
+        return self.last
+
+    def restore(self, state: Any) -> None:
+        self.last = msgspec.convert(state, dict[str, LastPlace]) if state else {}

@@ -1,0 +1,242 @@
+"""`portal-monitor accounts`: the account registry in PostgreSQL: import a roster, list, show, actions."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from datetime import datetime, timezone
+
+import msgspec
+
+from monitor.accounts.model import STATUSES, Account
+from monitor.config import load_settings
+
+DAY = 86400.0
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    from monitor.cli import add_config_argument
+
+    parser = subcommands.add_parser(
+        "accounts",
+        help="the account registry: import a roster, list accounts by status, show one, list actions",
+        description="Every account seen in the events or imported from the portal's roster, with "
+        "its last successful login, last activity and status (active, dormant, disabled, "
+        "revoked), kept in PostgreSQL ([postgres] dsn).",
+    )
+    commands = parser.add_subparsers(dest="accounts_command", metavar="ACTION", required=True)
+
+    imp = commands.add_parser(
+        "import",
+        help="import a roster CSV (idempotent; rejected rows are reported with their line)",
+        description="Import the portal's account roster, so accounts that never log in are covered "
+        "by the dormancy rule too. Columns (header row, any order): account_id, portal, role, "
+        "created_at, last_login_at, status, and optionally reason; see docs/accounts.md. "
+        "Importing the same file again changes nothing. Rows that cannot be used are reported "
+        "with their line number and reason and counted; the exit status is non-zero only if "
+        "the file cannot be read or the store cannot be reached.",
+    )
+    imp.add_argument("roster", metavar="FILE.csv")
+    imp.add_argument("--rejects", metavar="FILE", help="also write every rejected row (line,reason,detail) to this CSV")
+    imp.add_argument("--format", choices=("text", "json"), default="text", help="format of the report (stdout)")
+    add_config_argument(imp)
+    imp.set_defaults(func=import_roster)
+
+    lst = commands.add_parser("list", help="list accounts, e.g. --status dormant", description="List accounts, oldest idle first.")
+    lst.add_argument("--status", choices=STATUSES, help="only accounts with this status")
+    lst.add_argument("--portal", choices=("schools", "parent"), help="only accounts of this portal")
+    lst.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    lst.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON object per line")
+    add_config_argument(lst)
+    lst.set_defaults(func=list_accounts)
+
+    show = commands.add_parser("show", help="one account: status, last login, recent alerts")
+    show.add_argument("account_id", metavar="ID")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    add_config_argument(show)
+    show.set_defaults(func=show_account)
+
+    actions = commands.add_parser(
+        "actions",
+        help="the accounts the policy says to disable, as portal.action/v1 JSON lines",
+        description="The disable_account actions pending: every account the monitor found dormant "
+        "and that the portal has not disabled yet, exactly as published on the portal.actions topic.",
+    )
+    actions.add_argument("--limit", type=int, default=100_000)
+    add_config_argument(actions)
+    actions.set_defaults(func=list_actions)
+
+
+async def _registry(args: argparse.Namespace):
+    from monitor import store
+    from monitor.accounts.postgres import PostgresRegistry
+    from monitor.logging import configure_logging
+
+    settings = load_settings(args.config)
+    configure_logging("warning", settings.logging.format)  # stdout is for the command's output
+    pool = await store.connect(settings.postgres)
+    await store.migrate(pool)
+    return PostgresRegistry(pool)
+
+
+def _fail(message: str) -> int:
+    print(f"portal-monitor: {message}", file=sys.stderr)
+    return 1
+
+
+async def _connected(args: argparse.Namespace):
+    try:
+        return await _registry(args), None
+    except (OSError, Exception) as error:  # noqa: B014 - asyncpg raises many kinds
+        from monitor.config import ConfigError
+
+        if isinstance(error, ConfigError):
+            raise
+        return None, f"cannot reach the store: {type(error).__name__}: {error}"
+
+
+async def import_roster(args: argparse.Namespace) -> int:
+    from monitor.accounts.registry import import_roster_file
+    from monitor.accounts.roster import Rejections, RosterError, RosterReader
+
+    try:  # read the header before connecting: a file that cannot be read fails fast
+        RosterReader(args.roster).close()
+    except RosterError as error:
+        return _fail(str(error))
+    rejects = writer = None
+    if args.rejects:
+        try:
+            rejects = open(args.rejects, "w", newline="")
+        except OSError as error:
+            return _fail(f"cannot write {args.rejects}: {error.strerror}")
+        writer = csv.writer(rejects)
+        writer.writerow(["line", "reason", "detail"])
+    registry, problem = await _connected(args)
+    if registry is None:
+        return _fail(problem)  # type: ignore[arg-type]
+    try:
+        rejections = Rejections(also=(lambda row: writer.writerow(msgspec.structs.astuple(row))) if writer else None)
+        report = await import_roster_file(registry, args.roster, time.time(), rejections)
+    except RosterError as error:
+        return _fail(str(error))
+    finally:
+        await registry.pool.close()
+        if rejects is not None:
+            rejects.close()
+    if args.format == "json":
+        print(msgspec.json.encode(report).decode())
+    else:
+        print(report.render())
+    return 0
+
+
+def _when(at: float | None) -> str:
+    return "-" if at is None else f"{datetime.fromtimestamp(at, timezone.utc):%Y-%m-%d %H:%M}Z"
+
+
+def _plain(account: Account, now: float) -> dict:
+    idle = account.idle_since
+    return {
+        "account_id": account.account_id,
+        "portal": account.portal,
+        "role": account.role,
+        "status": account.status,
+        "status_reason": account.status_reason,
+        "status_at": _iso(account.status_at),
+        "idle_since": _iso(idle),
+        "idle_basis": account.idle_basis,
+        "idle_days": None if idle is None else round((now - idle) / DAY, 1),
+        "created_at": _iso(account.created_at),
+        "first_seen_at": _iso(account.first_seen_at),
+        "last_login_at": _iso(account.last_login_at),
+        "last_activity_at": _iso(account.last_activity_at),
+        "dormant_alert_id": account.dormant_alert_id,
+    }
+
+
+def _iso(at: float | None) -> str | None:
+    return None if at is None else datetime.fromtimestamp(at, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+async def list_accounts(args: argparse.Namespace) -> int:
+    registry, problem = await _connected(args)
+    if registry is None:
+        return _fail(problem)  # type: ignore[arg-type]
+    try:
+        accounts = await registry.list(args.status, args.portal, args.limit)
+    finally:
+        await registry.pool.close()
+    now = time.time()
+    if args.format == "json":
+        for account in accounts:
+            print(json.dumps(_plain(account, now)))
+        return 0
+    header = f"{'ACCOUNT':<24} {'PORTAL':<8} {'STATUS':<9} {'IDLE SINCE':<18} {'IDLE DAYS':>9}  {'LAST LOGIN':<18} REASON"
+    print(header)
+    for a in accounts:
+        idle = a.idle_since
+        days = "-" if idle is None else f"{(now - idle) / DAY:.0f}"
+        print(
+            f"{a.account_id:<24} {a.portal or '-':<8} {a.status:<9} {_when(idle):<18} {days:>9}  "
+            f"{_when(a.last_login_at):<18} {a.status_reason or ''}"
+        )
+    print(f"{len(accounts)} account(s)", file=sys.stderr)
+    return 0
+
+
+async def show_account(args: argparse.Namespace) -> int:
+    registry, problem = await _connected(args)
+    if registry is None:
+        return _fail(problem)  # type: ignore[arg-type]
+    try:
+        account = await registry.get(args.account_id)
+        alerts = await registry.recent_alerts(args.account_id) if account is not None else []
+    finally:
+        await registry.pool.close()
+    if account is None:
+        return _fail(f"no account {args.account_id!r} in the registry")
+    plain = _plain(account, time.time())
+    plain["recent_alerts"] = [
+        {"alert_id": a["alert_id"], "detector": a["detector"], "severity": a["severity"],
+         "ts": a["ts"].isoformat().replace("+00:00", "Z"), "summary": a["summary"]}
+        for a in alerts
+    ]
+    if args.format == "json":
+        print(json.dumps(plain, indent=2))
+        return 0
+    width = max(len(key) for key in plain)
+    for key, value in plain.items():
+        if key != "recent_alerts":
+            print(f"{key:<{width}}  {'-' if value is None else value}")
+    print(f"recent alerts ({len(alerts)}):" if alerts else "recent alerts: none")
+    for a in plain["recent_alerts"]:
+        print(f"  {a['ts']}  {a['severity']:<8} {a['detector']:<22} {a['summary']}")
+    return 0
+
+
+async def list_actions(args: argparse.Namespace) -> int:
+    from sinks.actions import pending_action
+
+    registry, problem = await _connected(args)
+    if registry is None:
+        return _fail(problem)  # type: ignore[arg-type]
+    try:
+        accounts = await registry.list("dormant", None, args.limit)
+    finally:
+        await registry.pool.close()
+    encode = msgspec.json.Encoder().encode
+    count = 0
+    for a in accounts:
+        if a.dormant_alert_id is None or a.status_at is None:
+            continue  # dormant by the roster's word, not by an alert of ours: the portal knows
+        action = pending_action(
+            a.account_id, a.portal, a.status_reason or "", a.dormant_alert_id,
+            datetime.fromtimestamp(a.status_at, timezone.utc),
+        )
+        sys.stdout.write(encode(action).decode() + "\n")
+        count += 1
+    print(f"{count} action(s) pending", file=sys.stderr)
+    return 0

@@ -1,0 +1,133 @@
+"""Actions for the portal to take: `portal.action/v1` events, one per account the policy says to disable.
+
+The monitor itself never disables anything. When `dormant_account` finds an account past its
+dormancy period, its alert carries `evidence.action_required = "disable_account"`; this sink
+turns each such alert into an action event, published on the Kafka topic `portal.actions`
+(keyed by account_id, so one account's actions stay in order) or, in replay, to a JSONL file.
+`action_id` is derived from the alert id, so a redelivered alert gives the same action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import IO
+
+import msgspec
+
+from detectors.dormant_account import dormancy_reason
+from monitor.alerts import Alert
+from monitor.engine import Findings
+
+SCHEMA = "portal.action/v1"
+DISABLE_ACCOUNT = "disable_account"
+
+
+class Action(msgspec.Struct, kw_only=True):
+    """`portal.action/v1`."""
+
+    schema: str = SCHEMA
+    action_id: str
+    action: str
+    account_id: str
+    portal: str | None
+    reason: str
+    alert_id: str
+    ts: datetime
+
+
+def action_id(action: str, alert_id: str) -> str:
+    return hashlib.sha256(f"{action}\x1f{alert_id}".encode()).hexdigest()[:32]
+
+
+def action_for(alert: Alert) -> Action | None:
+    """The action an alert asks the portal to take, if any."""
+    evidence = alert.evidence
+    action = evidence.get("action_required")
+    if action != DISABLE_ACCOUNT:
+        return None
+    idle = evidence.get("idle_since")
+    return Action(
+        action_id=action_id(action, alert.alert_id),
+        action=action,
+        account_id=alert.account_id,
+        portal=alert.portal,
+        reason=dormancy_reason(evidence.get("period_days", 0), idle.timestamp() if isinstance(idle, datetime) else 0.0),
+        alert_id=alert.alert_id,
+        ts=alert.ts,
+    )
+
+
+def pending_action(account_id: str, portal: str | None, reason: str, alert_id: str, ts: datetime) -> Action:
+    """The action for an account the registry holds as dormant (what `accounts actions` lists)."""
+    return Action(
+        action_id=action_id(DISABLE_ACCOUNT, alert_id),
+        action=DISABLE_ACCOUNT,
+        account_id=account_id,
+        portal=portal,
+        reason=reason,
+        alert_id=alert_id,
+        ts=ts,
+    )
+
+
+def actions_in(findings: Findings) -> list[Action]:
+    return [action for action in map(action_for, findings.alerts) if action is not None]
+
+
+class KafkaActions:
+    """Publishes actions to a topic and waits for the broker's acknowledgement."""
+
+    name = "actions"
+
+    def __init__(self, producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self._encode = msgspec.json.Encoder().encode
+
+    async def start(self) -> None:
+        pass
+
+    async def write(self, findings: Findings) -> None:
+        actions = actions_in(findings)
+        if not actions:
+            return
+        deliveries = [
+            await self.producer.send(self.topic, self._encode(action), key=action.account_id.encode())
+            for action in actions
+        ]
+        for delivery in deliveries:
+            await delivery
+
+    async def close(self) -> None:
+        pass
+
+
+class FileActions:
+    """Appends actions as JSON lines to a file (replay): the same events the daemon publishes."""
+
+    name = "actions"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.written = 0
+        self._out: IO[bytes] | None = None
+        self._encode = msgspec.json.Encoder().encode
+
+    async def start(self) -> None:
+        pass
+
+    async def write(self, findings: Findings) -> None:
+        actions = actions_in(findings)
+        if not actions:
+            return
+        if self._out is None:
+            self._out = open(self.path, "ab")
+        self._out.write(b"".join(self._encode(action) + b"\n" for action in actions))
+        self._out.flush()
+        self.written += len(actions)
+
+    async def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None

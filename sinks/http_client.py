@@ -1,0 +1,25 @@
+"""The aiohttp client session of the HTTP sinks (webhook, Alertmanager), with their TLS options."""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+
+from monitor import __version__
+
+USER_AGENT = f"portal-monitor/{__version__}"
+
+
+def client_session(timeout: float, ca_file: str = "", tls_verify: bool = True) -> aiohttp.ClientSession:
+    """A session with a total timeout per request; `ca_file` adds a private CA for https URLs."""
+    context: ssl.SSLContext | bool
+    if not tls_verify:
+        context = False
+    else:
+        context = ssl.create_default_context(cafile=ca_file or None)
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        connector=aiohttp.TCPConnector(ssl=context, limit=16),
+        headers={"User-Agent": USER_AGENT},
+    )

@@ -1,0 +1,43 @@
+"""Kafka sink: alerts to the topic `portal.alerts` (key account_id), waiting for the broker's ack.
+
+It uses the monitor's producer (acks=all, idempotent unless `kafka.idempotent_producer` is
+off), so connection, TLS and SASL come from [kafka]. The header `alert_id` lets a consumer
+recognise a redelivered alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sinks.outbound import OutboundAlert
+
+
+class KafkaAlertSink:
+    name = "kafka"
+
+    def __init__(
+        self, producer, topic: str = "portal.alerts", min_severity: str = "low", timeout: float = 30.0,
+        owns_producer: bool = False,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.min_severity = min_severity
+        self.timeout = timeout
+        self.owns_producer = owns_producer
+
+    async def start(self) -> None:
+        if self.owns_producer:  # otherwise the composition root starts the shared producer
+            await self.producer.start()
+
+    async def publish(self, alert: OutboundAlert) -> None:
+        delivery = await self.producer.send(
+            self.topic,
+            alert.body,
+            key=alert.account_id.encode(),
+            headers=[("alert_id", alert.alert_id.encode()), ("content-type", b"application/json")],
+        )
+        await asyncio.wait_for(delivery, self.timeout)
+
+    async def close(self) -> None:
+        if self.owns_producer:
+            await self.producer.stop()
