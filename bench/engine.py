@@ -11,6 +11,8 @@ shared machine disturbs much less.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import statistics
 import time
 
@@ -20,7 +22,8 @@ from monitor.shards import build_shard
 
 
 def run(lines: list[bytes], batch: int) -> tuple[float, float, int]:
-    env = {f"PORTAL_MONITOR_DETECTORS__{d.upper()}__ENABLED": "true" for d in detector_ids()}
+    env = {k: v for k, v in os.environ.items() if k.startswith("PORTAL_MONITOR_")}  # e.g. bench/locations.py's
+    env.update({f"PORTAL_MONITOR_DETECTORS__{d.upper()}__ENABLED": "true" for d in detector_ids()})
     shard = build_shard(load_settings(None, environ=env), 0)
     records = list(enumerate(lines, 1))
     alerts = 0
@@ -32,6 +35,9 @@ def run(lines: list[bytes], batch: int) -> tuple[float, float, int]:
 
 
 def main() -> None:
+    from monitor.logging import configure_logging
+
+    configure_logging("warning", "json", stream=sys.stderr)  # stdout carries the result
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("events", help="portal.event/v1 JSON lines")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is printed (default 3)")

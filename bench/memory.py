@@ -2,7 +2,8 @@
 
     python -m bench.memory --accounts 1000000
 
-Every account logs in (one live session, from its own network) and views `--views` pupil
+Every account logs in (one live session, from its home broadband in the demo world, so with
+GeoIP databases configured the session is located) and views `--views` pupil
 records; the records go through a shard built from the default settings with every detector
 on, in batches of 5,000 as in replay. Printed as JSON: resident memory before (interpreter,
 imports, the shard) and after (everything drained and collected), peak RSS (VmHWM), and
@@ -13,6 +14,8 @@ event ids) is part of "after": it is bounded, so its share per account falls as 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import gc
 import json
 import time
@@ -33,6 +36,15 @@ def rss_kib(field: str = "VmRSS") -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def home_ip(index: int) -> str:
+    """The account's home address, in one of the demo world's home broadband networks (so the
+    demo GeoIP databases of bench/locations.py place it and the session gets location state)."""
+    from monitor.demo.world import ip_at, networks_of_kind
+
+    homes = networks_of_kind("home_broadband")
+    return ip_at(homes[index % len(homes)], index // len(homes))
+
+
 def records(accounts: int, views: int, batch: int = 5000) -> Iterator[list[tuple[int, bytes]]]:
     """login + `views` page views per account, interleaved, event time rising within 20 minutes."""
     out: list[tuple[int, bytes]] = []
@@ -45,7 +57,7 @@ def records(accounts: int, views: int, batch: int = 5000) -> Iterator[list[tuple
             seconds = int(at)
             ts = f"2026-03-02T{8 + (seconds - BASE) // 3600:02d}:{(seconds // 60) % 60:02d}:{seconds % 60:02d}.{int((at % 1) * 1000):03d}Z"
             account = f"acct-{i:07d}"
-            ip = f"81.{(i >> 8) & 255}.{i & 255}.{1 + i % 250}"
+            ip = home_ip(i)
             if round_ == 0:
                 line = (f'{{"event_id":"m-{offset}","type":"login_succeeded","ts":"{ts}","account_id":"{account}",'
                         f'"session_id":"s-{i}","ip":"{ip}","portal":"parent","user_agent":"Mozilla/5.0 (bench)"}}')
@@ -63,7 +75,8 @@ def records(accounts: int, views: int, batch: int = 5000) -> Iterator[list[tuple
 
 
 def measure(accounts: int, views: int) -> dict:
-    env = {f"PORTAL_MONITOR_DETECTORS__{d.upper()}__ENABLED": "true" for d in detector_ids()}
+    env = {k: v for k, v in os.environ.items() if k.startswith("PORTAL_MONITOR_")}  # e.g. bench/locations.py's
+    env.update({f"PORTAL_MONITOR_DETECTORS__{d.upper()}__ENABLED": "true" for d in detector_ids()})
     settings = load_settings(None, environ=env)
     shard = build_shard(settings, 0)
     gc.collect()
@@ -93,6 +106,9 @@ def measure(accounts: int, views: int) -> dict:
 
 
 def main() -> None:
+    from monitor.logging import configure_logging
+
+    configure_logging("warning", "json", stream=sys.stderr)  # stdout carries the result
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, required=True, help="accounts to track")
     parser.add_argument("--views", type=int, default=3, help="pupil records viewed per session (default 3)")

@@ -19,7 +19,9 @@ What each figure is:
   kafka getmany + decode       the same loop also decoding each record with msgspec into
                                PortalEvent. The limit for anything that looks at the events.
   end to end                   `portal-monitor run` (subprocess, every registered detector on,
-                               PostgreSQL sink, default settings otherwise) over the same topic in
+                               demo GeoIP databases of the generator's world and its Tor exits as
+                               a risky list (bench/locations.py), PostgreSQL sink, default
+                               settings otherwise) over the same topic in
                                a fresh group: events/s from its "partitions assigned" log line to
                                the moment the group's committed offsets cover every event
                                (polled every 20 ms). A marker event per partition, an hour of
@@ -91,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--views", type=int, default=3, help="page views per session in the memory runs (default 3)")
     parser.add_argument("--session-timeout", type=float, default=3.0,
                         help="consumer group session timeout in seconds; tansu's join takes about half (default 3)")
+    parser.add_argument("--without-locations", action="store_true",
+                        help="no demo GeoIP databases or Tor list: the location detectors stay off (for comparison)")
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
     parser.add_argument("--profile", metavar="DIR",
                         help="also sample the daemon (end to end, latency; idle samples included) and replay with "

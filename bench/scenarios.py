@@ -20,7 +20,9 @@ from typing import Any
 
 from bench import broker, live
 from bench.daemon import Daemon, daemon_environment, py_spy
+from bench.locations import location_environment
 from bench.report import FIGURE_KEYS, ROOT, Figure, assess, code_version, load_average, uptime
+from detectors.registry import detector_ids
 from monitor.demo.school_day import generate, write_jsonl
 from tests.support.servers import PostgresServer, TansuBroker, free_port
 
@@ -38,6 +40,8 @@ class Bench:
         self.broker: TansuBroker | None = None
         self.postgres: PostgresServer | None = None
         self.databases: list[str] = []
+        # demo GeoIP databases and a Tor list, so the location detectors run too
+        self.locations = {} if args.without_locations else location_environment(self.work / "geoip")
 
     def profile_path(self, name: str) -> str | None:
         """Where py-spy writes this run's profile, with --profile; else None."""
@@ -137,7 +141,7 @@ class Bench:
         group = f"bench-e2e-{uuid.uuid4().hex[:8]}"
         port = free_port()
         env = daemon_environment(bootstrap=self.broker.bootstrap, topic=TOPIC, group=group, dsn=self.database(),
-                                 http_port=port, session_timeout=self.args.session_timeout)
+                                 http_port=port, session_timeout=self.args.session_timeout, extra=self.locations)
         daemon = Daemon(env, port, profile=self.profile_path("end-to-end")).start()
         try:
             assigned = daemon.wait_for_log("partitions assigned", timeout=120)
@@ -153,6 +157,8 @@ class Bench:
         path = self.work / "events.jsonl"
         write_jsonl(path, self.events())
         env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_MONITOR_")}
+        env.update(self.locations)
+        env.update({f"PORTAL_MONITOR_DETECTORS__{d.upper()}__ENABLED": "true" for d in detector_ids()})
         for run in range(self.args.runs):
             load = load_average()
             started = time.perf_counter()
@@ -194,7 +200,7 @@ class Bench:
         asyncio.run(broker.create_topic(self.broker.bootstrap, topic, PARTITIONS))
         pipe = live.AlertPipe(str(self.work / f"alerts-{uuid.uuid4().hex[:8]}.fifo"))
         port = free_port()
-        extra = {"PORTAL_MONITOR_SINKS__JSONL__ENABLED": "true", "PORTAL_MONITOR_SINKS__JSONL__PATH": pipe.path}
+        extra = {**self.locations, "PORTAL_MONITOR_SINKS__JSONL__ENABLED": "true", "PORTAL_MONITOR_SINKS__JSONL__PATH": pipe.path}
         if lateness is not None:
             extra["PORTAL_MONITOR_ENGINE__ALLOWED_LATENESS"] = lateness
         extra["PORTAL_MONITOR_SOURCE__FETCH_MAX_WAIT"] = f"{self.args.fetch_max_wait}s"
@@ -244,13 +250,14 @@ class Bench:
             peak = Figure("MiB")
             for run in range(self.args.runs if accounts < 1_000_000 or not self.args.memory_once else 1):
                 load = load_average()
+                env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_MONITOR_")}
                 done = subprocess.run(
                     [sys.executable, "-m", "bench.memory", "--accounts", str(accounts), "--views", str(self.args.views)],
-                    capture_output=True, text=True, cwd=ROOT, timeout=1800,
+                    capture_output=True, text=True, cwd=ROOT, timeout=1800, env={**env, **self.locations},
                 )
                 if done.returncode != 0:
                     raise RuntimeError(f"memory run failed:\n{done.stderr[-3000:]}")
-                result = json.loads(done.stdout)
+                result = json.loads(done.stdout.strip().splitlines()[-1])
                 figure.add(result["bytes_per_account"], load, **result)
                 peak.add(result["peak_rss_mib"], load)
                 self.say(f"run {run + 1}: {accounts:,} accounts: {result['bytes_per_account']} B/account, "
@@ -267,7 +274,7 @@ class Bench:
         for run in range(self.args.runs + 1):  # the first start migrates the fresh store: not counted
             port = free_port()
             env = daemon_environment(bootstrap=self.broker.bootstrap, topic=topic, group=f"bench-start-{uuid.uuid4().hex[:8]}",
-                                     dsn=dsn, http_port=port, session_timeout=self.args.session_timeout)
+                                     dsn=dsn, http_port=port, session_timeout=self.args.session_timeout, extra=self.locations)
             load = load_average()
             daemon = Daemon(env, port).start()
             try:
@@ -303,7 +310,7 @@ class Bench:
                 "smoke": a.smoke, "runs": a.runs, "events": a.events, "accounts": a.accounts, "partitions": PARTITIONS,
                 "rate": a.rate, "latency_seconds": a.latency_seconds, "memory_sizes": a.memory_sizes, "views": a.views,
                 "seed": a.seed, "session_timeout": a.session_timeout, "fetch_max_wait": a.fetch_max_wait,
-                "code": code_version(),
+                "code": code_version(), "locations": sorted(self.locations),
             },
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "uptime_before": self.uptime_before,
                         "uptime_after": uptime(), "note": "shared machine: see load_1m beside each run"},
