@@ -96,6 +96,9 @@ class SourceSettings(Section):
     dead_letter_topic: str = "portal.events.dlq"
     batch_max_records: int = 5000
     poll_timeout: Seconds = Seconds(0.2)
+    fetch_max_wait: Seconds = Seconds(0.1)
+    """Longest the broker may hold a fetch waiting for new records (Kafka's fetch.max.wait.ms).
+    Some brokers (tansu) answer only when it runs out, so it bounds event-to-alert latency."""
     session_timeout: Seconds = Seconds(10)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 

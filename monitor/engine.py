@@ -176,10 +176,12 @@ class Shard:
         self.watermark = NO_WATERMARK
         self.counts: dict[tuple[str, str], int] = {}
         self.rejections: dict[str, int] = {}
-        self._buffer: list[tuple[float, int, int, PortalEvent]] = []  # (at, seq, offset, event)
+        # The reorder buffer, as (at, seq, offset, event): events that arrived in event-time
+        # order (nearly all) queue in `_buffer` at O(1); only the out-of-order ones pay for a
+        # heap, `_stragglers`. Release merges the two by (at, seq), seq being arrival order.
+        self._buffer: deque[tuple[float, int, int, PortalEvent]] = deque()
+        self._stragglers: list[tuple[float, int, int, PortalEvent]] = []
         self._seq = 0
-        self._pending_offsets: deque[int] = deque()
-        self._released_offsets: set[int] = set()
         self._next_offset: int | None = None
         self._findings = Findings()
         self._dispatch: dict[str, tuple] = {
@@ -197,6 +199,8 @@ class Shard:
         buffer = self._buffer
         lateness = self.allowed_lateness
         max_at = self.max_event_time
+        watermark = self.watermark  # only `advance` moves it, after the loop
+        seq = self._seq
         horizon = time.time() + self.max_clock_skew
         for offset, raw in records:
             self._next_offset = offset + 1
@@ -210,12 +214,15 @@ class Shard:
                 continue
             if at > max_at:
                 max_at = at
-            if lateness <= 0 or at < self.watermark:
-                self._run_guarded(event, offset, late=at < self.watermark)  # type: ignore[arg-type]
+            if lateness <= 0 or at < watermark:
+                self._run_guarded(event, offset, late=at < watermark)  # type: ignore[arg-type]
             else:
-                self._seq += 1
-                heapq.heappush(buffer, (at, self._seq, offset, event))  # type: ignore[misc]
-                self._pending_offsets.append(offset)
+                seq += 1
+                if not buffer or at >= buffer[-1][0]:
+                    buffer.append((at, seq, offset, event))  # type: ignore[arg-type]
+                else:
+                    heapq.heappush(self._stragglers, (at, seq, offset, event))  # type: ignore[misc]
+        self._seq = seq
         self.max_event_time = max_at
         self.advance(max_at - lateness)
         return self.take_findings()
@@ -226,14 +233,19 @@ class Shard:
             return
         self.watermark = watermark
         buffer = self._buffer
-        released = self._released_offsets
-        while buffer and buffer[0][0] <= watermark:
-            _, _, offset, event = heapq.heappop(buffer)
-            self._run_guarded(event, offset, late=False)
-            released.add(offset)
-        pending = self._pending_offsets
-        while pending and pending[0] in released:
-            released.discard(pending.popleft())
+        stragglers = self._stragglers
+        run = self._run_guarded
+        while True:
+            if buffer and buffer[0][0] <= watermark:
+                if stragglers and stragglers[0][:2] < buffer[0][:2]:
+                    item = heapq.heappop(stragglers)
+                else:
+                    item = buffer.popleft()
+            elif stragglers and stragglers[0][0] <= watermark:
+                item = heapq.heappop(stragglers)
+            else:
+                break
+            run(item[3], item[2], False)
         self.sessions.expire(watermark)
         for tick in self._ticks:
             alerts = tick(watermark)
@@ -242,8 +254,11 @@ class Shard:
 
     def drain(self) -> Findings:
         """Release everything still buffered (end of a replayed file, or shutdown)."""
+        newest = [item[0] for item in self._stragglers]
         if self._buffer:
-            self.advance(max(self._buffer)[0])
+            newest.append(self._buffer[-1][0])
+        if newest:
+            self.advance(max(newest))
         return self.take_findings()
 
     def take_findings(self) -> Findings:
@@ -264,9 +279,11 @@ class Shard:
 
     def commit_offset(self) -> int | None:
         """The offset to commit: the oldest still buffered, else one past the last seen."""
-        if self._pending_offsets:
-            return self._pending_offsets[0]
-        return self._next_offset
+        oldest = self._buffer[0][2] if self._buffer else self._next_offset  # arrival order: lowest first
+        if self._stragglers:
+            lowest = min(item[2] for item in self._stragglers)
+            oldest = lowest if oldest is None else min(oldest, lowest)
+        return oldest
 
     # -- checkpoints -------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ council's NAT egress) never count as different from anything.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Iterable, NamedTuple
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -46,6 +47,10 @@ class NetworkMap:
         return info
 
     def _resolve(self, ip: str) -> AddressInfo | None:
+        if not self.allowlist:
+            network = _fast_network(ip)
+            if network is not None:
+                return AddressInfo(network, False)
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
@@ -58,3 +63,30 @@ class NetworkMap:
             address.version == net.version and address in net for net in self.allowlist
         )
         return AddressInfo(str(network), allowlisted)
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+_ZERO_HOST = bytes(8)
+
+
+def _fast_network(ip: str) -> str | None:
+    """The address's /24 or /64 through the C parser (inet_pton), or None to ask `ipaddress`.
+
+    Whatever inet_pton accepts, `ipaddress` accepts and maps to the same network (tests
+    compare them on generated addresses); what it refuses (scope ids, bad input) goes the slow,
+    authoritative way. About ten times faster than `ipaddress`.
+    """
+    if ":" in ip:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, ip)
+        except (OSError, ValueError):
+            return None
+        if packed[:12] == _V4_MAPPED:
+            a, b, c = packed[12:15]
+            return f"{a}.{b}.{c}.0/24"
+        return socket.inet_ntop(socket.AF_INET6, packed[:8] + _ZERO_HOST) + "/64"
+    try:
+        a, b, c, _ = socket.inet_pton(socket.AF_INET, ip)
+    except (OSError, ValueError):
+        return None
+    return f"{a}.{b}.{c}.0/24"

@@ -8,12 +8,19 @@ so replay and live agree; the table forgets a session once the watermark has pas
 from __future__ import annotations
 
 import heapq
+import struct
 
 import msgspec
 
 from monitor.events import PortalEvent
 from monitor.geoip import Location
 from monitor.networks import NetworkMap
+
+# A viewed item in a session's timeline: event time, action, length of the resource in UTF-8,
+# then the resource. About 40 bytes an item instead of about 150 as objects.
+_ITEM = struct.Struct("<dBH")
+ACTIONS: tuple[str, ...] = ("view", "download", "print", "export")  # PortalEvent's PageAction
+_ACTION_CODE = {action: code for code, action in enumerate(ACTIONS)}
 
 
 class ViewedItem(msgspec.Struct, array_like=True, gc=False):
@@ -24,8 +31,13 @@ class ViewedItem(msgspec.Struct, array_like=True, gc=False):
     action: str
 
 
-class Session(msgspec.Struct, kw_only=True):
-    """What the monitor knows of one portal session."""
+class Session(msgspec.Struct, kw_only=True, gc=False):
+    """What the monitor knows of one portal session.
+
+    Not tracked by the garbage collector (`gc=False`: it never takes part in a reference
+    cycle), which saves 16 bytes each and keeps a million live sessions out of every full
+    collection.
+    """
 
     session_id: str
     account_id: str
@@ -40,13 +52,37 @@ class Session(msgspec.Struct, kw_only=True):
     portal: str | None = None
     login_seen: bool = True
     page_views: int = 0
-    items: list[ViewedItem] = []
+    timeline: bytes = b""
+    """The last `max_items` items viewed, packed (see `items`): kept in case the session is flagged.
+    Immutable bytes, rebuilt on each view: exact size, where a bytearray over-allocates."""
     items_dropped: int = 0
     closed_at: float | None = None
     close_reason: str | None = None
     flagged: bool = False
     location: Location | None = None
     """Where GeoIP places `last_ip` (set at login and when a page view changes the IP)."""
+
+    @property
+    def items(self) -> list[ViewedItem]:
+        """The items in the timeline, oldest first (unpacked on each call: for the sinks)."""
+        data = self.timeline
+        items = []
+        offset, end, head = 0, len(data), _ITEM.size
+        while offset < end:
+            at, action, size = _ITEM.unpack_from(data, offset)
+            offset += head
+            items.append(ViewedItem(at, data[offset : offset + size].decode(), ACTIONS[action]))
+            offset += size
+        return items
+
+    def add_item(self, at: float, resource: str, action: str, max_items: int) -> None:
+        """Append a viewed item; beyond `max_items` the oldest goes (counted in items_dropped)."""
+        data = resource.encode()
+        timeline = self.timeline
+        if self.page_views - self.items_dropped > max_items:  # page_views already counts this one
+            timeline = timeline[_ITEM.size + _ITEM.unpack_from(timeline, 0)[2] :]
+            self.items_dropped += 1
+        self.timeline = b"".join((timeline, _ITEM.pack(at, _ACTION_CODE[action], len(data)), data))
 
     def expires_at(self, idle_timeout: float, max_duration: float) -> float:
         return min(self.last_activity + idle_timeout, self.opened_at + max_duration)
@@ -55,7 +91,7 @@ class Session(msgspec.Struct, kw_only=True):
         return self.closed_at is None and at <= self.expires_at(idle_timeout, max_duration)
 
 
-class AccountState(msgspec.Struct, kw_only=True):
+class AccountState(msgspec.Struct, kw_only=True, gc=False):
     """The per-account state the engine keeps for the detectors: the account's live sessions."""
 
     account_id: str
@@ -74,6 +110,19 @@ class SessionTable:
         self._expiry: list[tuple[float, str, str]] = []  # (expires_at, account_id, session_id)
         self.open_sessions = 0
         self.closed: list[Session] = []  # closed by expiry since the engine last looked
+        self._texts: dict[str, str] = {}  # one shared copy of texts many sessions repeat (user agents, networks)
+
+    def shared(self, text: str | None) -> str | None:
+        """One copy of a text that many sessions repeat; bounded, cleared when full."""
+        if text is None:
+            return None
+        texts = self._texts
+        found = texts.get(text)
+        if found is None:
+            if len(texts) >= 100_000:
+                texts.clear()
+            found = texts[text] = text
+        return found
 
     def account(self, account_id: str) -> AccountState:
         state = self.accounts.get(account_id)
@@ -102,13 +151,13 @@ class SessionTable:
             last_activity=event.at,
             ip=event.ip,
             last_ip=event.ip,
-            network=info.network if info else None,
+            network=self.shared(info.network) if info else None,
             allowlisted=info.allowlisted if info else False,
-            user_agent=event.user_agent,
+            user_agent=self.shared(event.user_agent),
             device_id=event.device_id,
             portal=event.portal,
             login_seen=login_seen,
-            items=[],
+            timeline=b"",
         )
         previous = account.sessions.get(session.session_id)
         if previous is not None:
@@ -133,14 +182,11 @@ class SessionTable:
             session = self.open(event, account, login_seen=False)
         elif event.at > session.last_activity:
             session.last_activity = event.at
-        if event.ip is not None:
-            session.last_ip = event.ip
+        ip = event.ip
+        if ip is not None and ip != session.last_ip:  # keep the copy held already when unchanged
+            session.last_ip = ip
         session.page_views += 1
-        items = session.items
-        items.append(ViewedItem(event.at, event.resource, event.action))  # type: ignore[arg-type]
-        if len(items) > self.max_items:
-            del items[0]
-            session.items_dropped += 1
+        session.add_item(event.at, event.resource, event.action, self.max_items)  # type: ignore[arg-type]
         return session
 
     def close(self, event: PortalEvent, account: AccountState, reason: str) -> Session | None:

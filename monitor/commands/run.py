@@ -6,6 +6,7 @@ import argparse
 
 from monitor.config import load_settings
 from monitor.logging import configure_logging
+from monitor.runtime import tune_garbage_collector
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -30,4 +31,5 @@ async def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)
     service = build_service(settings)
+    tune_garbage_collector()
     return await service.run()

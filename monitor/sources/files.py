@@ -25,19 +25,21 @@ class JsonlEventFile:
     def batches(self) -> Iterator[list[tuple[int, bytes]]]:
         stream = self._open()
         try:
-            batch: list[tuple[int, bytes]] = []
             number = 0
-            for line in stream:
-                number += 1
-                self.bytes_read += len(line)
-                if not line.strip():
-                    continue
-                batch.append((number, line))
-                if len(batch) >= self.batch_lines:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+            pending: list[tuple[int, bytes]] = []
+            while True:
+                lines = stream.readlines(self.batch_lines * 200)  # about batch_lines lines
+                if not lines:
+                    break
+                self.bytes_read += sum(map(len, lines))
+                # blank lines are skipped but keep their number, so offsets stay line numbers
+                pending.extend((n, line) for n, line in enumerate(lines, number + 1) if not line.isspace())
+                number += len(lines)
+                while len(pending) >= self.batch_lines:
+                    yield pending[: self.batch_lines]
+                    del pending[: self.batch_lines]
+            if pending:
+                yield pending
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()

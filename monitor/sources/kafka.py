@@ -55,6 +55,7 @@ class KafkaEventSource:
             session_timeout_ms=int(source.session_timeout * 1000),
             heartbeat_interval_ms=max(100, int(source.session_timeout * 1000) // 3),
             max_poll_records=source.batch_max_records,
+            fetch_max_wait_ms=int(source.fetch_max_wait * 1000),
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
