@@ -190,6 +190,35 @@ class Shard:
         }
         self._on_ip_change = tuple(d.on_event for d in self.detectors if IP_CHANGED in d.event_types)
         self._ticks = tuple(d.on_tick for d in self.detectors if type(d).on_tick is not Detector.on_tick)
+        # The same tables with every call timed into `detector_seconds`, swapped in for a
+        # sampled batch only (`timed(True)`), so ordinary batches pay nothing for the metric.
+        self.detector_seconds: dict[str, float] = {}
+        self._untimed = (self._dispatch, self._on_ip_change, self._ticks)
+        self._with_timers = (
+            {
+                event_type: tuple(self._timer(d.id, d.on_event) for d in self.detectors if event_type in d.event_types)
+                for event_type in EVENT_TYPES
+            },
+            tuple(self._timer(d.id, d.on_event) for d in self.detectors if IP_CHANGED in d.event_types),
+            tuple(self._timer(d.id, d.on_tick) for d in self.detectors if type(d).on_tick is not Detector.on_tick),
+        )
+
+    def _timer(self, detector_id: str, call):
+        seconds = self.detector_seconds
+        clock = time.perf_counter
+
+        def timed_call(*args):
+            started = clock()
+            try:
+                return call(*args)
+            finally:
+                seconds[detector_id] = seconds.get(detector_id, 0.0) + clock() - started
+
+        return timed_call
+
+    def timed(self, on: bool) -> None:
+        """Time every detector call from now on (`on`), or stop; see `detector_seconds`."""
+        self._dispatch, self._on_ip_change, self._ticks = self._with_timers if on else self._untimed
 
     # -- the batch ---------------------------------------------------------------------------
 

@@ -58,6 +58,9 @@ class Pipeline:
         self.retry_max = retry_max
         self.give_up = asyncio.Event()  # set when a shutdown deadline passes
         self.events_seen = 0
+        self._batches = 0
+        # Every Nth batch runs with each detector call timed, for portal_monitor_detector_processing_seconds.
+        self.time_detectors_every = 16
         self.alerts_raised = 0
 
     def shard(self, partition: int) -> Shard:
@@ -87,9 +90,19 @@ class Pipeline:
         started = time.perf_counter()
         findings = Findings()
         count = 0
+        self._batches += 1
+        timed = self._batches % self.time_detectors_every == 1 or self.time_detectors_every == 1
         for partition, records in batch.items():
             count += len(records)
-            findings.extend(self.shard(partition).process(records))
+            shard = self.shard(partition)
+            if timed:
+                shard.timed(True)
+            findings.extend(shard.process(records))
+            if timed:
+                shard.timed(False)
+                for detector_id, seconds in shard.detector_seconds.items():
+                    self.metrics.detector_seconds.labels(detector_id).observe(seconds)
+                shard.detector_seconds.clear()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         if count:
             self.metrics.batch_events.observe(count)

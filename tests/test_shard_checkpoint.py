@@ -84,3 +84,16 @@ def test_a_poison_record_becomes_a_dead_letter_and_the_shard_goes_on() -> None:
     assert "detector bug" in findings.dead_letters[0].detail
     assert shard.counts[("login_succeeded", "processed")] == 2
     assert shard.commit_offset() == 3
+
+
+def test_sampled_batches_time_each_detector_and_others_pay_nothing() -> None:
+    settings = load_settings(None, environ={"PORTAL_MONITOR_ENGINE__ALLOWED_LATENESS": "0s"})
+    shard = build_shard(settings, 0)
+    records = list(enumerate((CASES / "two_live_sessions_two_networks" / "events.jsonl").read_bytes().splitlines(), 1))
+    shard.process(records[:2])
+    assert shard.detector_seconds == {}  # untimed batch
+    shard.timed(True)
+    findings = shard.process(records[2:])
+    shard.timed(False)
+    assert [a.detector for a in findings.alerts] == ["simultaneous_logins"]  # timing changes nothing
+    assert shard.detector_seconds.get("simultaneous_logins", 0) > 0

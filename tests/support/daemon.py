@@ -103,6 +103,18 @@ async def create_topic(bootstrap: str, partitions: int, topic: str = TOPIC) -> N
         pass  # already there
     finally:
         await admin.close()
+    # Wait until the broker reports a leader for every partition: producing the moment a topic
+    # is created can meet NotLeaderForPartition on a loaded machine.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for _ in range(100):
+            known = await producer.partitions_for(topic)
+            if known is not None and len(known) >= partitions:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await producer.stop()
 
 
 async def produce(bootstrap: str, events: list[dict], topic: str = TOPIC) -> list[bytes]:
