@@ -368,7 +368,7 @@ class Bench:
                 "smoke": a.smoke, "runs": a.runs, "events": a.events, "accounts": a.accounts, "partitions": PARTITIONS,
                 "rate": a.rate, "latency_seconds": a.latency_seconds, "memory_sizes": a.memory_sizes, "views": a.views,
                 "seed": a.seed, "session_timeout": a.session_timeout, "fetch_max_wait": a.fetch_max_wait,
-                "code": code_version(), "settings": sorted(self.locations), "set": a.set or [],
+                "code": self.code, "settings": sorted(self.locations), "set": a.set or [],
             },
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "uptime_before": self.uptime_before,
                         "uptime_after": uptime(), "note": "shared machine: see load_1m beside each run"},
@@ -379,6 +379,7 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.code = code_version()  # before the run: edits made while it runs are not what it measured
         self.uptime_before = uptime()
         self.say(f"uptime: {self.uptime_before}")
         only = set(self.args.only or SCENARIOS)
