@@ -21,12 +21,15 @@ What each figure is:
   end to end                   `portal-monitor run` (subprocess, every registered detector on,
                                demo GeoIP databases of the generator's world and its Tor exits as
                                a risky list (bench/locations.py), PostgreSQL sink, default
-                               settings otherwise) over the same topic in
-                               a fresh group: events/s from its "partitions assigned" log line to
-                               the moment the group's committed offsets cover every event
-                               (polled every 20 ms). A marker event per partition, an hour of
-                               event time later, releases the reorder buffer at the end; it is
-                               not counted. ratio = end to end / limit, both from the same run.
+                               settings otherwise) over the same topic in a fresh group: events/s
+                               from its "partitions assigned" log line until every partition's
+                               end marker is through: markers an hour of event time after the
+                               last event raise one alert per partition, polled for in PostgreSQL
+                               every 20 ms (so everything before them was run and delivered). Also
+                               reported: the same to the moment the group's committed offsets
+                               cover every event, which waits for the daemon's next checkpoint
+                               (checkpoint.interval, 5 s by default). ratio = end to end / limit,
+                               both from the same run.
   replay                       `portal-monitor replay FILE --summary json` over the same events;
                                the summary's events/s, and its first_event_seconds (replay start,
                                after imports and settings, to the first batch processed).
@@ -95,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="consumer group session timeout in seconds; tansu's join takes about half (default 3)")
     parser.add_argument("--without-locations", action="store_true",
                         help="no demo GeoIP databases or Tor list: the location detectors stay off (for comparison)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="a setting for every daemon, replay and memory run, as in the TOML file (repeatable), "
+                        "e.g. --set accounts.registry=false to see what a feature costs")
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
     parser.add_argument("--profile", metavar="DIR",
                         help="also sample the daemon (end to end, latency; idle samples included) and replay with "

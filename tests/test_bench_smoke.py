@@ -21,6 +21,7 @@ FIGURES = (
     "kafka_bare_events_per_second",
     "kafka_decode_events_per_second",
     "end_to_end_events_per_second",
+    "end_to_end_committed_events_per_second",
     "end_to_end_ratio_to_decode_limit",
     "end_to_end_ratio_to_bare_limit",
     "replay_events_per_second",
