@@ -15,7 +15,7 @@ import msgspec
 
 from detectors.base import Detector, DetectorContext
 from monitor import policy
-from monitor.accounts.model import LoginAttempt
+from monitor.accounts.model import LoginAttempt, newest_restrictions
 from monitor.alerts import Alert, new_alert, utc
 from monitor.events import PortalEvent
 from monitor.sessions import AccountState
@@ -178,9 +178,8 @@ class DormantAccountLogin(Detector):
 
     def restore(self, state: object) -> None:
         """Load a checkpoint; a disabling the registry lent that is newer (a roster imported since) stands."""
-        restored = msgspec.convert(state, dict[str, DisabledForDormancy])
-        for account_id, r in self.lent.items():
-            entry = restored.get(account_id)
-            if entry is None or r.since > entry.since:
-                restored[account_id] = DisabledForDormancy(r.since, r.reason, r.idle_since)
-        self.disabled = restored
+        self.disabled = newest_restrictions(
+            msgspec.convert(state, dict[str, DisabledForDormancy]),
+            self.lent,
+            lambda r: DisabledForDormancy(r.since, r.reason, r.idle_since),
+        )

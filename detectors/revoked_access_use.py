@@ -7,6 +7,7 @@ from typing import Literal
 import msgspec
 
 from detectors.base import Detector, DetectorContext
+from monitor.accounts.model import newest_restrictions
 from monitor import policy
 from monitor.alerts import Alert, new_alert, utc
 from monitor.events import PortalEvent
@@ -116,9 +117,8 @@ class RevokedAccessUse(Detector):
 
     def restore(self, state: object) -> None:
         """Load a checkpoint; a restriction the registry lent that is newer (a roster imported since) stands."""
-        restored = msgspec.convert(state, dict[str, Restricted])
-        for account_id, r in self.lent.items():
-            entry = restored.get(account_id)
-            if entry is None or r.since > entry.since:
-                restored[account_id] = Restricted(r.status, r.since, r.reason, [])
-        self.restricted = restored
+        self.restricted = newest_restrictions(
+            msgspec.convert(state, dict[str, Restricted]),
+            self.lent,
+            lambda r: Restricted(r.status, r.since, r.reason, []),
+        )

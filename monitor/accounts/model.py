@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from typing import Callable, Mapping
+
 import msgspec
 
 STATUSES: tuple[str, ...] = ("active", "dormant", "disabled", "revoked")
@@ -82,6 +84,16 @@ class Restriction(msgspec.Struct, array_like=True):
     since: float
     reason: str | None = None
     idle_since: float | None = None
+
+
+def newest_restrictions(restored: dict, lent: Mapping[str, Restriction], entry: Callable[[Restriction], object]) -> dict:
+    """A restored checkpoint's per-account restrictions, except where the restriction the
+    registry lent is newer (a roster imported since the checkpoint): then `entry(lent)` stands."""
+    for account_id, restriction in lent.items():
+        current = restored.get(account_id)
+        if current is None or restriction.since > current.since:
+            restored[account_id] = entry(restriction)
+    return restored
 
 
 class LoginAttempt(msgspec.Struct, array_like=True, gc=False):
