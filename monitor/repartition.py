@@ -17,6 +17,7 @@ from typing import Annotated
 import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from monitor.config import Settings
 from monitor.decode import classify
@@ -68,7 +69,7 @@ class Repartitioner:
             while not self.stop_requested.is_set():
                 fetched = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_max_records)
                 if fetched:
-                    await self._relay(fetched)
+                    await self._relay_until_acknowledged(fetched)
                     await self.consumer.commit()
                 elif until_caught_up and await self._caught_up():
                     break
@@ -76,6 +77,25 @@ class Repartitioner:
             await self.consumer.stop()
             await self.producer.stop()
         return self.stats
+
+    async def _relay_until_acknowledged(self, fetched) -> None:
+        """Relay a batch; on a retriable broker error (a leader moving, a topic being
+        auto-created) relay the whole batch again after a backoff. The raw offsets are not
+        committed until it went through, so a record may reach the target twice, never zero
+        times; the monitor drops the repeat by its event_id."""
+        delay = 0.2
+        while True:
+            counted = (self.stats.relayed, self.stats.dead_letters)
+            try:
+                await self._relay(fetched)
+                return
+            except KafkaError as error:
+                if not error.retriable or self.stop_requested.is_set():
+                    raise
+                self.stats.relayed, self.stats.dead_letters = counted
+                log.warning("produce failed, relaying the batch again", error=type(error).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
 
     async def _relay(self, fetched) -> None:
         deliveries = []
@@ -99,8 +119,12 @@ class Repartitioner:
                     await self.producer.send(self.target_topic, record.value, key=account_id.encode())
                 )
                 self.stats.relayed += 1
-        for delivery in deliveries:
-            await delivery  # every produce acknowledged before the raw offsets are committed
+        # Every produce acknowledged before the raw offsets are committed; gathered so that one
+        # failure leaves no other delivery's outcome unretrieved.
+        outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _caught_up(self) -> bool:
         assignment = self.consumer.assignment()

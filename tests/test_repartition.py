@@ -41,14 +41,15 @@ async def test_raw_topic_is_rekeyed_by_account(kafka_broker):
     await consumer.start()
     received = []
     try:
-        while len(received) < 300:
-            batch = await consumer.getmany(timeout_ms=5000)
+        while True:  # to the end of the topic: a retried batch may have relayed a record twice
+            batch = await consumer.getmany(timeout_ms=3000)
             if not batch:
                 break
             received += [(tp.partition, r.key, r.value) for tp, rs in batch.items() for r in rs]
     finally:
         await consumer.stop()
-    assert sorted(value for _, _, value in received) == sorted(sent)
+    # At least once: every record arrived, nothing else did (a repeat is allowed, a loss is not).
+    assert set(value for _, _, value in received) == set(sent) and len(received) >= len(sent)
     partitions_of = {}
     for partition, key, value in received:
         assert key == json.loads(value)["account_id"].encode()
