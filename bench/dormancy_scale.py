@@ -40,16 +40,9 @@ from monitor import store  # noqa: E402
 from monitor.accounts.lifecycle import AccountLifecycle  # noqa: E402
 from monitor.accounts.postgres import PostgresRegistry  # noqa: E402
 from monitor.config import PostgresSettings  # noqa: E402
+from monitor.engine import ShardClock  # noqa: E402
 
 DAY = 86400.0
-
-
-class ShardClock:
-    """What the sweep reads of a shard: its partition and watermark."""
-
-    def __init__(self, partition: int, watermark: float) -> None:
-        self.partition = partition
-        self.watermark = watermark
 
 
 def iso(at: float) -> str:

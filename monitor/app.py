@@ -66,7 +66,8 @@ def account_lifecycle(settings: Settings, metrics: Metrics, pool=None) -> Accoun
     """Dormancy and account status over the PostgreSQL registry (`run`, `demo`); set `.registry.pool` before start."""
     detectors = settings.detectors
     return AccountLifecycle(
-        PostgresRegistry(pool), detectors.dormant_account, detectors.dormant_account_login, metrics=metrics
+        PostgresRegistry(pool), detectors.dormant_account, detectors.dormant_account_login, metrics=metrics,
+        write_every=settings.accounts.write_every, write_limit=settings.accounts.write_limit,
     )
 
 

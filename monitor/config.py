@@ -346,6 +346,12 @@ class AccountSettings(Section):
     """The account registry in PostgreSQL (`run`): every account seen or imported, and its status."""
 
     registry: bool = True
+    write_every: Seconds = Seconds(1)
+    """How often the activity of delivered batches (logins, page views) is written to the
+    registry, one row per account; status changes and dormancy marks are written at once, and
+    everything before each checkpoint. 0 writes every batch."""
+    write_limit: int = 100_000
+    """Accounts with unwritten activity that start a write whatever the time."""
 
 
 class Settings(Section):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import msgspec
 
@@ -29,6 +29,15 @@ from monitor.sessions import AccountState, Session, SessionTable
 OUTCOMES: tuple[str, ...] = ("processed", "late", "duplicate")
 NO_WATERMARK = float("-inf")
 SNAPSHOT_VERSION = 1
+
+
+class ShardClock(NamedTuple):
+    """A shard's event-time clock as it stood when a batch was run: what the dormancy sweep
+    reads. Taken then, not read later, because the next batch may already be running while
+    this one is delivered (`monitor.service`)."""
+
+    partition: int
+    watermark: float
 
 
 class ShardSnapshot(msgspec.Struct, array_like=True):

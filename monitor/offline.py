@@ -40,6 +40,8 @@ def build_offline_pipeline(
         settings.detectors.dormant_account_login,
         drain=True,
         metrics=metrics,
+        write_every=settings.accounts.write_every,
+        write_limit=settings.accounts.write_limit,
     )
     return Pipeline(
         lambda partition: build_shard(settings, partition, geo=geo, restricted=lifecycle.restricted),

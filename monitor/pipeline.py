@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, S
 
 import structlog
 
-from monitor.engine import Findings, Shard
+from monitor.engine import Findings, Shard, ShardClock
 from monitor.metrics import Metrics
 from sinks.base import Sink
 
@@ -143,7 +143,16 @@ class Pipeline:
         m.open_sessions.set(open_sessions)
         m.tracked_accounts.set(accounts)
 
-    async def deliver(self, findings: Findings, keepalive: Callable[[], Awaitable[None]] | None = None) -> bool:
+    def clocks(self) -> list[ShardClock]:
+        """Every shard's event-time clock now: taken right after a batch ran, for its `deliver`."""
+        return [ShardClock(shard.partition, shard.watermark) for shard in self.shards.values()]
+
+    async def deliver(
+        self,
+        findings: Findings,
+        keepalive: Callable[[], Awaitable[None]] | None = None,
+        clocks: Sequence[ShardClock] | None = None,
+    ) -> bool:
         """Hand the findings to every sink; True once all acknowledged.
 
         Retries with backoff while a sink fails, calling `keepalive` between tries (the Kafka
@@ -152,6 +161,8 @@ class Pipeline:
 
         With an account registry: login attempts are checked against it before, the batch is
         recorded in it after, and the dormancy crossings its sweep finds are delivered too.
+        The sweep goes as far as `clocks`, the shards' clocks when the batch was run (default:
+        now, for a caller that runs and delivers one batch at a time).
         """
         accounts = self.accounts
         if accounts is not None and findings.account_activity:
@@ -164,7 +175,7 @@ class Pipeline:
         if await self._retrying(accounts.record, findings, keepalive=keepalive, count=True) is GAVE_UP:
             return False
         while True:
-            swept = await self._retrying(accounts.sweep, list(self.shards.values()), keepalive=keepalive)
+            swept = await self._retrying(accounts.sweep, self._owned(clocks), keepalive=keepalive)
             if swept is GAVE_UP:
                 return False
             if swept is None:
@@ -175,6 +186,13 @@ class Pipeline:
                 return False
             if not accounts.drain:
                 return True
+
+    def _owned(self, clocks: Sequence[ShardClock] | None) -> list[ShardClock]:
+        """The clocks to sweep by: those given, of the partitions still owned (a rebalance may
+        have revoked some since the batch ran), else the shards' clocks now."""
+        if clocks is None:
+            return self.clocks()
+        return [clock for clock in clocks if clock.partition in self.shards]
 
     async def _retrying(
         self,
@@ -280,8 +298,15 @@ class Pipeline:
             if on_batch is not None:
                 on_batch()
         await self.deliver(self.shard(0).drain())
+        await self.flush_accounts()
         self.publish_counts()
         return first
+
+    async def flush_accounts(self) -> None:
+        """Write the account activity still buffered (`AccountLifecycle.flush`): before a checkpoint
+        commits offsets, and at the end of a replay."""
+        if self.accounts is not None:
+            await self.accounts.flush()
 
     async def start_sinks(self) -> None:
         for sink in self.sinks:

@@ -50,11 +50,17 @@ class Service:
         self.assigned: set[int] = set()
         self.signals_seen = 0
         self.on_reload: list[Callable[[], object]] = []  # run on SIGHUP, in the loop's thread
-        self.undelivered = False  # a batch's findings are in hand but not yet acknowledged
+        self._in_hand = False  # a batch was run and its delivery not started yet
+        self._abandoned = False  # a delivery gave up at the shutdown deadline: nothing more may be committed
         self.clean_exit = True
         self._last_checkpoint = time.monotonic()
         self._events_since_checkpoint = 0
         self._checkpointed_at: dict[int, float] = {}
+        self._delivery: asyncio.Future[bool] | None = None  # the batch being delivered, beside the loop
+        # How long a rebalance waits for the delivery in flight before giving the partitions up
+        # without a checkpoint: a healthy delivery takes milliseconds; a sink outage much longer.
+        self.rebalance_wait = 5.0
+        self._fetching = False  # the loop is polling the consumer now
 
     # -- probes and signals -------------------------------------------------------------------
 
@@ -89,9 +95,15 @@ class Service:
         self.stop_requested.set()
         asyncio.get_running_loop().call_later(timeout, self.pipeline.give_up.set)
 
+    @property
+    def undelivered(self) -> bool:
+        """Findings are in hand or in delivery, not acknowledged by every sink yet."""
+        return self._in_hand or self._delivery is not None or self._abandoned
+
     # -- partitions ---------------------------------------------------------------------------
 
     async def _assigned(self, partitions: list[int]) -> None:
+        await self._await_delivery(self.rebalance_wait)  # the registry refresh then sees it
         await self.pipeline.assigned(partitions, self.source.partition_count())
         for partition in partitions:
             if self.checkpoints is None:
@@ -108,6 +120,7 @@ class Service:
         self.assigned.update(partitions)
 
     async def _revoked(self, partitions: list[int]) -> None:
+        await self._await_delivery(self.rebalance_wait)
         if self.undelivered:
             log.warning(
                 "partitions revoked with findings undelivered: dropped without checkpoint; "
@@ -159,6 +172,16 @@ class Service:
         return 0 if self.clean_exit else 1
 
     async def _loop(self) -> None:
+        """Fetch and run batch N+1 while batch N is being delivered; deliveries stay in order.
+
+        Running a batch is CPU in this process; delivering it is mostly waiting on PostgreSQL
+        (sinks, account registry) and the other sinks. So the delivery of a batch is a task, and
+        the loop fetches and runs the next batch meanwhile; before that batch's delivery starts,
+        the previous one must have been acknowledged (the registry's view of the accounts must
+        include it). At most one batch is in delivery and one in hand. A checkpoint, a rebalance
+        and shutdown first wait for the delivery in flight, so a snapshot never holds a batch
+        whose findings are not acknowledged.
+        """
         pipeline = self.pipeline
         metrics = pipeline.metrics
         engine = self.settings.engine
@@ -166,11 +189,15 @@ class Service:
         last_tick = 0.0
         batch_number = 0
         while not self.stop_requested.is_set():
-            batch = await self.source.batch()
+            self._fetching = True
+            try:
+                batch = await self.source.batch()
+            finally:
+                self._fetching = False
             batch_number += 1
             # Context for anything logged while this batch is in hand (retries, failures).
             structlog.contextvars.bind_contextvars(batch=batch_number, partitions=sorted(batch))
-            self.undelivered = True
+            self._in_hand = True
             findings = pipeline.run_batch(batch)
             self._events_since_checkpoint += sum(len(records) for records in batch.values())
             positions = {p: s.next_offset for p, s in pipeline.shards.items() if s.next_offset is not None}
@@ -186,20 +213,66 @@ class Service:
                         findings.extend(shard.take_findings())
                 for partition, at in self._checkpointed_at.items():
                     metrics.checkpoint_age.labels(str(partition)).set(time.time() - at)
-            delivered = await pipeline.deliver(findings, keepalive=self.source.keepalive)
+            offsets = pipeline.commit_offsets() if self.checkpoints is None else None
+            clocks = pipeline.clocks()
+            if not await self._settle():
+                return
+            self._delivery = asyncio.ensure_future(self._deliver(findings, clocks, offsets))
+            self._in_hand = False
+            if self._checkpoint_due():
+                if not await self._settle():
+                    return
+                await self._checkpoint_or_warn()
+        await self._settle()
+
+    async def _deliver(self, findings, clocks, offsets: dict[int, int] | None) -> bool:
+        """One batch's delivery (a task beside the loop); without checkpoints, then its commit."""
+        delivered = await self.pipeline.deliver(findings, keepalive=self._keepalive, clocks=clocks)
+        if delivered and offsets:
+            try:
+                await self.source.commit(offsets)
+                self.pipeline.metrics.commits.labels("succeeded").inc()
+                self.pipeline.metrics.last_commit.set(time.time())
+            except Exception as error:
+                self.pipeline.metrics.commits.labels("failed").inc()
+                log.warning("commit failed; will commit with the next batch", error=f"{type(error).__name__}: {error}")
+        return delivered
+
+    async def _keepalive(self) -> None:
+        """Between delivery retries: keep the consumer in its group, unless the loop is fetching
+        (it polls the consumer itself then, and will wait for this delivery next)."""
+        if self._fetching:
+            await asyncio.sleep(0.2)
+        else:
+            await self.source.keepalive()
+
+    async def _settle(self) -> bool:
+        """Wait for the delivery in flight, if any; False once a delivery gave up (shutdown deadline)."""
+        delivery = self._delivery
+        if delivery is not None:
+            delivered = await asyncio.shield(delivery)  # a rebalance callback may wait for it too
+            if self._delivery is not delivery:
+                return not self._abandoned  # the other waiter settled it
+            self._delivery = None
             self.source.resume()
             if not delivered:
+                self._abandoned = True
                 self.clean_exit = False
                 log.error("shutdown deadline passed with findings undelivered; not committing: "
                           "they are read again on restart")
-                return
-            self.undelivered = False
-            if self._checkpoint_due():
-                await self._checkpoint_or_warn()
+        return not self._abandoned
+
+    async def _await_delivery(self, timeout: float) -> None:
+        """Settle the delivery in flight if it finishes within `timeout`; else leave it running."""
+        delivery = self._delivery
+        if delivery is not None:
+            await asyncio.wait({delivery}, timeout=timeout)
+            if delivery.done():
+                await self._settle()
 
     def _checkpoint_due(self) -> bool:
         if self.checkpoints is None:
-            return True  # no state store: commit offsets after every delivered batch
+            return False  # no state store: each delivery commits its own batch's offsets
         cp = self.settings.checkpoint
         return (
             time.monotonic() - self._last_checkpoint >= cp.interval
@@ -222,6 +295,7 @@ class Service:
         if not shards:
             return
         offsets = {p: s.commit_offset() for p, s in shards.items()}
+        await self.pipeline.flush_accounts()  # the registry first: committed offsets never run ahead of it
         if self.checkpoints is not None:
             await self.checkpoints.save({p: (offsets[p], s.snapshot(), s.watermark) for p, s in shards.items()})
             now = time.time()
@@ -234,6 +308,11 @@ class Service:
         self._events_since_checkpoint = 0
 
     async def _shutdown(self) -> None:
+        delivery = self._delivery
+        if delivery is not None and not delivery.done():
+            delivery.cancel()  # the loop failed with a delivery in flight: it is read again on restart
+            self._abandoned = True
+            self.clean_exit = False
         if self.started and not self.undelivered:
             await self._checkpoint_or_warn()
         try:

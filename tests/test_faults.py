@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from monitor.accounts.model import key_hash
 from monitor.config import load_settings
 from monitor.shards import build_shard
 from tests.support.daemon import Daemon, create_topic, fetch, produce, wait_until
@@ -48,12 +49,16 @@ def second_logins(accounts: int, base: float) -> list[dict]:
     ]
 
 
-def expected_alert_ids(raws: list[bytes]) -> set[str]:
+def expected_alerts(raws: list[bytes]) -> list:
     settings = load_settings(None, {"PORTAL_MONITOR_ENGINE__ALLOWED_LATENESS": "0s"})
     shard = build_shard(settings, 0)
     findings = shard.process(list(enumerate(raws)))
     findings.extend(shard.drain())
-    return {alert.alert_id for alert in findings.alerts}
+    return findings.alerts
+
+
+def expected_alert_ids(raws: list[bytes]) -> set[str]:
+    return {alert.alert_id for alert in expected_alerts(raws)}
 
 
 async def checkpointed_offsets(dsn: str) -> int:
@@ -312,3 +317,59 @@ async def test_burst_while_the_store_is_down_pauses_consumption_with_bounded_mem
             daemon.kill()
     stored = await stored_alert_ids(dsn)
     assert set(stored) == expected and len(stored) == len(expected) == 25
+
+
+async def test_without_checkpoints_each_delivered_batch_commits_its_own_offsets(kafka_broker, postgres_dsn):
+    """checkpoint.enabled = false: the delivery of each batch (running beside the next batch,
+    monitor.service) commits that batch's offsets, never the next one's. Killed mid-stream, every
+    alert raised by a record below a committed offset is already stored. (Without checkpoints a
+    restart starts with empty state, so a second login whose first session was committed before
+    is not recognised: that is what checkpoints are for, and not asserted here.)"""
+    from tests.test_daemon_kafka_postgres import committed_offsets
+
+    await create_topic(kafka_broker.bootstrap, PARTITIONS)
+    base = time.time() - 120
+    accounts = 2000  # 9,000 records in batches of 20: the kill lands mid-stream
+    group = "pm-no-checkpoints"
+    settings = dict(CHECKPOINT__ENABLED="false", SOURCE__BATCH_MAX_RECORDS="20")
+    raws = await produce(kafka_broker.bootstrap, first_logins(accounts, base) + second_logins(accounts, base + 30))
+    # Offsets start at 0 and run without gaps, in production order per partition. (tansu's
+    # ListOffsets answers the last batch's base offset + 1, so end_offsets is no guide.)
+    ends = {p: 0 for p in range(PARTITIONS)}
+    trigger_offset = {}  # account -> (partition, offset) of its second login, which raises its alert
+    for raw in raws:
+        event = json.loads(raw)
+        partition = key_hash(event["account_id"]) % PARTITIONS
+        if event["event_id"].startswith("b-"):
+            trigger_offset[event["account_id"]] = (partition, ends[partition])
+        ends[partition] += 1
+    expected = {alert.account_id: alert.alert_id for alert in expected_alerts(raws)}
+    daemon = Daemon(kafka_broker.bootstrap, postgres_dsn, group=group, **settings).start()
+    try:
+        await daemon.wait_ready()
+        await wait_until(lambda: stored_alert_ids(postgres_dsn), interval=0.05, what="a first alert")
+        daemon.kill()
+    finally:
+        if daemon.process.poll() is None:
+            daemon.kill()
+    committed, _ = await committed_offsets(kafka_broker.bootstrap, group, PARTITIONS)
+    stored = set(await stored_alert_ids(postgres_dsn))
+    covered = {alert_id for account, alert_id in expected.items()
+               if trigger_offset[account][1] < committed[trigger_offset[account][0]]}
+    print(f"killed with {len(stored)} alerts stored; committed {committed} of {ends}; {len(covered)} alerts below them")
+    assert covered, "the kill came before any commit: nothing checked"
+    assert covered <= stored, sorted(covered - stored)[:5]
+    restarted = Daemon(kafka_broker.bootstrap, postgres_dsn, group=group, **settings).start()
+    try:
+        await restarted.wait_ready()
+
+        async def all_committed():
+            done, _ = await committed_offsets(kafka_broker.bootstrap, group, PARTITIONS)
+            return done == ends and done
+
+        await wait_until(all_committed, what="every offset committed")
+        assert restarted.stop() == 0, restarted.output()[-3000:]
+    finally:
+        if restarted.process.poll() is None:
+            restarted.kill()
+    assert set(await stored_alert_ids(postgres_dsn)) <= set(expected.values())  # none invented

@@ -8,10 +8,18 @@ Per batch, in this order (`Pipeline.deliver`):
    from the shard's aggregate.
 2. the sinks get the batch's findings;
 3. `record`: the batch's activity, status changes and dormancy marks go to the registry,
-   only now, so a crash before this point re-reads the batch and finds the same alerts again;
+   only now, so a crash before this point re-reads the batch and finds the same alerts again.
+   Status changes and marks are written at once; plain activity (logins, page views) is
+   folded into a write-behind buffer (`monitor.accounts.unwritten`) written in the background
+   every `write_every` seconds, and `assess` reads the registry through it. `flush` writes it
+   now: the service calls it before every checkpoint, so the offsets committed never run
+   ahead of the registry;
 4. `sweep`: each shard whose watermark moved on by `sweep_every` queries the registry for its
    own accounts (Kafka key hash) that crossed a warning or the dormancy period by the
-   watermark; those alerts go through 2 and 3 as well.
+   watermark (after a flush, so recent logins count); those alerts go through 2 and 3 as well.
+   Live, at most once per `write_every` of wall time: when catching up, event time passes
+   `sweep_every` many times a second. Sweeping later changes no alert: each carries its
+   crossing time, and a login that came first raises the crossings before it in `assess`.
 
 Event time only: the watermark is the shard's, advanced by events or, live and quiet, by the
 wall clock (`Service`). Alert ids come from the idle spell, so a replay, a redelivery or a
@@ -20,6 +28,7 @@ second process never makes a second alert for the same spell.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Iterable
 
@@ -29,7 +38,8 @@ from detectors.dormant_account import DormantAccount, DormantAccountSettings
 from detectors.dormant_account_login import DormantAccountLoginSettings, idle_login_alert
 from monitor.accounts.model import RESTRICTED, Account, AccountActivity, LoginAttempt, Restriction, Spell
 from monitor.accounts.registry import AccountRegistry
-from monitor.engine import NO_WATERMARK, Findings, Shard
+from monitor.accounts.unwritten import UnwrittenActivity
+from monitor.engine import NO_WATERMARK, Findings, ShardClock
 
 log = structlog.get_logger("monitor.accounts.lifecycle")
 # What began an idle spell inside a batch, as the registry field it would set.
@@ -48,6 +58,8 @@ class AccountLifecycle:
         drain: bool = False,
         metrics=None,
         gauge_every: float = 60.0,
+        write_every: float = 1.0,
+        write_limit: int = 100_000,
     ) -> None:
         self.registry = registry
         self.rules = DormantAccount(dormancy)
@@ -63,6 +75,14 @@ class AccountLifecycle:
         self._backlog: set[int] = set()
         self._owned: set[int] = set()  # partitions of the shards last swept: the gauge counts their accounts
         self._gauge_at = float("-inf")
+        # Write-behind of plain activity: at most one background write in flight; 0 s writes
+        # every batch through, as before the buffer.
+        self.write_every = write_every
+        self.write_limit = write_limit  # accounts pending that trigger a write whatever the time
+        self.unwritten = UnwrittenActivity()
+        self._write: asyncio.Future[None] | None = None
+        self._written_at = time.monotonic()
+        self._swept_wall = float("-inf")  # monotonic time of the last sweep (live: at most one per write_every)
 
     # -- start and assignment -----------------------------------------------------------------
 
@@ -87,7 +107,7 @@ class AccountLifecycle:
         raised = {alert.alert_id for alert in findings.alerts}
         for account_id in checked:
             batch = activity[account_id]
-            row = rows.get(account_id)
+            row = self.unwritten.apply_to(account_id, rows.get(account_id))
             if row is not None and row.status in RESTRICTED:
                 continue  # a lapsed or revoked account is the shard detectors' business
             portal = (row.portal if row is not None else None) or batch.portal
@@ -171,18 +191,54 @@ class AccountLifecycle:
     # -- 3. write ------------------------------------------------------------------------------
 
     async def record(self, findings: Findings) -> None:
-        if findings.account_activity or findings.account_changes or findings.dormancy_marks:
-            went_dormant = await self.registry.record(
-                findings.account_activity, findings.account_changes, findings.dormancy_marks
-            )
-            if went_dormant and self.metrics is not None:
-                self.metrics.dormant_accounts.inc(went_dormant)  # a full count corrects it every gauge_every
-            await self.publish_gauge()
+        """Take a delivered batch into the registry: its status changes and marks now, its plain
+        activity by the write-behind buffer (written when `write_every` has passed)."""
+        if self._write is not None and self._write.done():
+            await self._finish_write()  # a background write failed: raise, the pipeline retries this step
+        self.unwritten.add(findings.account_activity)
+        if findings.account_changes or findings.dormancy_marks or self.write_every <= 0:
+            await self.flush(findings.account_changes, findings.dormancy_marks)
+            return
+        if self._write is None and self.unwritten.pending and (
+            time.monotonic() - self._written_at >= self.write_every or len(self.unwritten) >= self.write_limit
+        ):
+            self._write = asyncio.ensure_future(self._write_unwritten())
+
+    async def flush(self, changes=(), marks=()) -> None:
+        """Write everything recorded so far, and `changes` and `marks` after it, now."""
+        await self._finish_write()
+        await self._write_unwritten(changes, marks)
+
+    async def _finish_write(self) -> None:
+        """Wait for the background write in flight, if any (raising its error, if it failed)."""
+        write, self._write = self._write, None
+        if write is not None:
+            await write
+
+    async def _write_unwritten(self, changes=(), marks=()) -> None:
+        taken = self.unwritten.take()
+        self._written_at = time.monotonic()
+        if not (taken or changes or marks):
+            self.unwritten.written()
+            return
+        try:
+            went_dormant = await self.registry.record(taken, changes, marks)
+        except BaseException:
+            self.unwritten.failed()  # kept for the next write: nothing recorded is lost
+            raise
+        self.unwritten.written()
+        if went_dormant and self.metrics is not None:
+            self.metrics.dormant_accounts.inc(went_dormant)  # a full count corrects it every gauge_every
+        await self.publish_gauge()
 
     # -- 4. sweep ------------------------------------------------------------------------------
 
-    async def sweep(self, shards: Iterable[Shard]) -> Findings | None:
-        """Alerts for the accounts that crossed by their shard's watermark; None if no shard was due."""
+    async def sweep(self, shards: Iterable[ShardClock]) -> Findings | None:
+        """Alerts for the accounts that crossed by their shard's watermark; None if no shard was due.
+
+        The watermarks are those the batch being delivered was run to, not the shards' current
+        ones: the next batch may be running already, and its logins are not recorded yet.
+        """
         if not self.settings.enabled:
             return None
         findings = Findings()
@@ -193,14 +249,17 @@ class AccountLifecycle:
         if owned != self._owned:
             self._owned = owned
             self._gauge_at = float("-inf")  # recount for the new set of partitions
-        for shard in shards:
+        if not self.drain and time.monotonic() - self._swept_wall < self.write_every:
+            return None  # catching up, event time flies: sweep (and so flush) at most once per write
+        due = [shard for shard in shards if self._sweep_due(shard)]
+        if not due:
+            return None
+        self._swept_wall = time.monotonic()
+        await self.flush()  # the registry must hold every login recorded before it is asked who is idle
+        for shard in due:
             watermark = shard.watermark
-            if watermark == NO_WATERMARK:
-                continue
             partition = shard.partition
             last = self._swept.get(partition)
-            if last is not None and watermark - last < self.settings.sweep_every and partition not in self._backlog:
-                continue
             since = last if last is not None else self._starts.get(partition, watermark)
             started = time.perf_counter()
             full = await self._sweep_shard(findings, partition, watermark, min(since, watermark))
@@ -217,6 +276,12 @@ class AccountLifecycle:
             else:
                 self._backlog.discard(partition)
         return findings if findings.alerts else None
+
+    def _sweep_due(self, shard: ShardClock) -> bool:
+        if shard.watermark == NO_WATERMARK:
+            return False
+        last = self._swept.get(shard.partition)
+        return last is None or shard.watermark - last >= self.settings.sweep_every or shard.partition in self._backlog
 
     async def _sweep_shard(self, findings: Findings, partition: int, watermark: float, since: float) -> bool:
         limit = self.settings.sweep_limit
