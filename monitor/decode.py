@@ -58,6 +58,7 @@ class EventDecoder:
     def __init__(self, networks: NetworkMap) -> None:
         self._decode = msgspec.json.Decoder(PortalEvent).decode
         self._lookup = networks.lookup
+        self._known_ips = networks.known  # the map's cache: an address seen before is valid or not already
 
     def decode(self, raw: bytes | str) -> PortalEvent | Rejection:
         try:
@@ -69,7 +70,10 @@ class EventDecoder:
             for name in required:
                 if getattr(event, name) is None:
                     return Rejection("missing_field", f"`{name}` is required for {event.type}")
-        if event.ip is not None and self._lookup(event.ip) is None:
-            return Rejection("bad_ip", f"not an IPv4 or IPv6 address: {event.ip[:64]!r}")
+        ip = event.ip
+        if ip is not None:
+            info = self._known_ips.get(ip, False)
+            if info is None or (info is False and self._lookup(ip) is None):
+                return Rejection("bad_ip", f"not an IPv4 or IPv6 address: {ip[:64]!r}")
         event.at = event.ts.timestamp()
         return event

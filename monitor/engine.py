@@ -240,8 +240,8 @@ class Shard:
         watermark = self.watermark  # only `advance` moves it, after the loop
         seq = self._seq
         horizon = time.time() + self.max_clock_skew
+        offset = None
         for offset, raw in records:
-            self._next_offset = offset + 1
             event = decode(raw)
             if type(event) is Rejection:
                 self._reject(event, offset, raw)
@@ -260,6 +260,8 @@ class Shard:
                     buffer.append((at, seq, offset, event))  # type: ignore[arg-type]
                 else:
                     heapq.heappush(self._stragglers, (at, seq, offset, event))  # type: ignore[misc]
+        if offset is not None:
+            self._next_offset = offset + 1
         self._seq = seq
         self.max_event_time = max_at
         self.advance(max_at - lateness)
@@ -273,6 +275,11 @@ class Shard:
         buffer = self._buffer
         stragglers = self._stragglers
         run = self._run_guarded
+        if not stragglers:  # nearly always: events arrived in event-time order
+            popleft = buffer.popleft
+            while buffer and buffer[0][0] <= watermark:
+                _, _, offset, event = popleft()
+                run(event, offset, False)
         while True:
             if buffer and buffer[0][0] <= watermark:
                 if stragglers and stragglers[0][:2] < buffer[0][:2]:
@@ -375,16 +382,21 @@ class Shard:
             self.counts[key] = self.counts.get(key, 0) + 1
             return
         key = (kind, "late" if late else "processed")
-        self.counts[key] = self.counts.get(key, 0) + 1
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
         table = self.sessions
-        account = table.account(event.account_id)
+        accounts = table.accounts
+        account_id = event.account_id
+        account = accounts.get(account_id)
+        if account is None:
+            account = table.account(account_id)
         moved = False
         if kind == "page_view":
             known = account.sessions.get(event.session_id)  # type: ignore[arg-type]
             ip = event.ip
             # A located activity: the view changed its session's IP, or opened one unseen.
             moved = ip is not None and (known is None or ip != known.last_ip)
-            session = table.view(event, account)
+            session = table.view(event, account, known)
             if session.flagged:
                 self._findings.viewed_items.append(
                     ViewedItemRecord(session.session_id, session.account_id, event.at, event.resource, event.action, event.ip)  # type: ignore[arg-type]
@@ -412,8 +424,8 @@ class Shard:
                 if alerts:
                     self._raise(alerts)
         self._note(event, kind)
-        if not account.sessions and table.accounts.get(event.account_id) is account:
-            del table.accounts[event.account_id]
+        if not account.sessions and accounts.get(account_id) is account:
+            del accounts[account_id]
 
     def _note(self, event: PortalEvent, kind: str) -> None:
         """Fold the event into the batch's per-account aggregate for the account registry."""

@@ -35,6 +35,12 @@ class NetworkMap:
         self._cache: dict[str, AddressInfo | None] = {}
         self._cache_size = cache_size
 
+    @property
+    def known(self) -> dict[str, AddressInfo | None]:
+        """The addresses looked up lately, with their answer (None: not an address); read-only
+        for callers, who ask `lookup` for anything not in it. The same dict for the map's life."""
+        return self._cache
+
     def lookup(self, ip: str) -> AddressInfo | None:
         """The address's network, or None when `ip` is not a valid IPv4 or IPv6 address."""
         info = self._cache.get(ip, False)

@@ -171,22 +171,25 @@ class SessionTable:
         )
         return session
 
-    def view(self, event: PortalEvent, account: AccountState) -> Session:
-        """Record a page view; a view of a session never seen opening starts one implicitly."""
-        session = account.sessions.get(event.session_id)  # type: ignore[arg-type]
-        if session is not None and event.at > session.expires_at(self.idle_timeout, self.max_duration):
+    def view(self, event: PortalEvent, account: AccountState, session: Session | None) -> Session:
+        """Record a page view in `session` (the account's session of that id, as the caller
+        looked it up); a view of a session never seen opening, or expired, starts one implicitly."""
+        at = event.at
+        if session is not None and (
+            at > session.last_activity + self.idle_timeout or at > session.opened_at + self.max_duration
+        ):  # session.expires_at, inline: this runs for every page view
             # Expired in event time, whether or not the sweep got to it yet: the view starts anew.
             self._expire(account, session)
             session = None
         if session is None:
             session = self.open(event, account, login_seen=False)
-        elif event.at > session.last_activity:
-            session.last_activity = event.at
+        elif at > session.last_activity:
+            session.last_activity = at
         ip = event.ip
         if ip is not None and ip != session.last_ip:  # keep the copy held already when unchanged
             session.last_ip = ip
         session.page_views += 1
-        session.add_item(event.at, event.resource, event.action, self.max_items)  # type: ignore[arg-type]
+        session.add_item(at, event.resource, event.action, self.max_items)  # type: ignore[arg-type]
         return session
 
     def close(self, event: PortalEvent, account: AccountState, reason: str) -> Session | None:
