@@ -69,6 +69,16 @@ def test_lookup_cache_is_bounded(demo_dbs: dict[str, str]) -> None:
     assert len(geoip._state.cache) <= 10
 
 
+def test_equal_answers_share_one_location(demo_dbs: dict[str, str]) -> None:
+    """Sessions hold their Location: a million sessions from one ISP hold one instance."""
+    geoip = GeoIP.open(**demo_dbs, cache_size=10)
+    first = geoip.lookup("81.2.69.10")
+    for n in range(100):  # past the cache's size: cleared and resolved again many times
+        geoip.lookup(f"81.2.69.{n}")
+    assert geoip.lookup("81.2.69.99") is first
+    assert len(geoip._state.places) <= 10
+
+
 def test_unreadable_database_warns_and_disables(tmp_path: Path) -> None:
     garbage = tmp_path / "GeoLite2-City.mmdb"
     garbage.write_bytes(b"not a database" * 100)
