@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from array import array
+from bisect import bisect_left
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -61,15 +63,16 @@ def egress_key(ip: str, network: str | None = None) -> str:
     return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
-class Sighting:
-    """One network's sketch: the bottom-k account hashes (an int while there is only one)."""
+class Sighting(msgspec.Struct, gc=False):
+    """One network's sketch: the bottom-k account hashes, an int while there is only one.
 
-    __slots__ = ("hashes", "first_seen", "last_seen")
+    Then a sorted array of 64-bit ints, 8 bytes a hash where a set of Python ints costs about
+    60; a process tracks up to `max_tracked` networks, most of them with a few accounts each.
+    """
 
-    def __init__(self, hashes: int | set[int], first_seen: float, last_seen: float) -> None:
-        self.hashes = hashes
-        self.first_seen = first_seen
-        self.last_seen = last_seen
+    hashes: int | array  # sorted, at most SKETCH_SIZE
+    first_seen: float
+    last_seen: float
 
     def add(self, value: int) -> bool:
         """Add one account hash; True when the sketch changed."""
@@ -77,25 +80,32 @@ class Sighting:
         if type(hashes) is int:
             if hashes == value:
                 return False
-            self.hashes = {hashes, value}
+            self.hashes = array("q", (hashes, value) if hashes < value else (value, hashes))
             return True
-        if value in hashes:  # type: ignore[operator]
+        index = bisect_left(hashes, value)  # type: ignore[arg-type]
+        size = len(hashes)  # type: ignore[arg-type]
+        if index < size and hashes[index] == value:  # type: ignore[index]
             return False
-        hashes.add(value)  # type: ignore[union-attr]
-        if len(hashes) > SKETCH_SIZE:  # type: ignore[arg-type]
-            largest = max(hashes)  # type: ignore[type-var]
-            hashes.discard(largest)  # type: ignore[union-attr]
-            return largest != value
+        if size >= SKETCH_SIZE:
+            if index == size:
+                return False  # larger than the k smallest: not in the sketch
+            hashes.pop()  # type: ignore[union-attr]
+        hashes.insert(index, value)  # type: ignore[union-attr]
         return True
 
     def values(self) -> list[int]:
-        return [self.hashes] if type(self.hashes) is int else sorted(self.hashes)  # type: ignore[list-item]
+        return [self.hashes] if type(self.hashes) is int else list(self.hashes)  # type: ignore[list-item, arg-type]
 
     def count(self) -> int:
         return 1 if type(self.hashes) is int else len(self.hashes)  # type: ignore[arg-type]
 
 
-def estimate(hashes: list[int] | set[int] | int) -> int:
+def _sketch(values: list[int]) -> int | array:
+    """The in-memory form of a sketch's hashes (as `Sighting.values` lists them)."""
+    return values[0] if len(values) == 1 else array("q", sorted(values))
+
+
+def estimate(hashes: list[int] | array | int) -> int:
     """Distinct accounts behind a sketch: exact below `SKETCH_SIZE`, a bottom-k estimate above."""
     if isinstance(hashes, int):
         return 1
@@ -286,7 +296,7 @@ class SharedNetworks:
         if not isinstance(snapshot, SharedNetworksSnapshot):
             snapshot = msgspec.convert(snapshot, SharedNetworksSnapshot)
         self._seen = {
-            key: Sighting(values[0] if len(values) == 1 else set(values), first, last)
+            key: Sighting(_sketch(values), first, last)
             for key, values, first, last in snapshot.entries
         }
         self._learnt = set(snapshot.learnt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import random
 import tracemalloc
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from monitor.geoip import GeoIP
 from monitor.geoip_demo import SAMPLE_NETWORKS, NetworkRecord, write_databases
 from monitor.risky import RiskyNetworks
 from monitor.shards import build_shard
-from monitor.shared_networks import SKETCH_SIZE, SharedNetworks, account_hash, egress_key, estimate
+from monitor.shared_networks import SKETCH_SIZE, SharedNetworks, Sighting, account_hash, egress_key, estimate
 
 from tests.test_detector_cases import CASES, run_case
 
@@ -201,6 +202,21 @@ def test_sketch_counts_exactly_below_k_and_estimates_above() -> None:
     assert len(sketch) == SKETCH_SIZE
     assert 3000 < estimate(sketch) < 8000
     assert sorted(sketch) == sorted(account_hash(f"acct-{n}") for n in range(5000))[:SKETCH_SIZE]
+
+
+def test_sketch_keeps_the_k_smallest_hashes_like_a_set_would() -> None:
+    """The packed sketch against the plain definition: the k smallest distinct hashes seen."""
+    rng = random.Random(8)
+    for draws in (1, 2, SKETCH_SIZE, 5 * SKETCH_SIZE):
+        pool = [rng.getrandbits(63) for _ in range(draws)]
+        sighting = Sighting(pool[0], 0.0, 0.0)
+        seen = {pool[0]}
+        for value in rng.choices(pool, k=3 * draws):  # repeats included
+            before = sorted(seen)[:SKETCH_SIZE]
+            seen.add(value)
+            after = sorted(seen)[:SKETCH_SIZE]
+            assert sighting.add(value) == (after != before)
+            assert sighting.values() == after and sighting.count() == len(after)
 
 
 def test_learning_is_correct_when_accounts_are_split_over_processes() -> None:
