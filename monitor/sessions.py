@@ -8,7 +8,9 @@ so replay and live agree; the table forgets a session once the watermark has pas
 from __future__ import annotations
 
 import heapq
+import math
 import struct
+from array import array
 from typing import Iterator
 
 import msgspec
@@ -144,6 +146,60 @@ class AccountState(msgspec.Struct, kw_only=True, gc=False):
     sessions: dict[str, Session] | OneSession = {}
 
 
+class ExpirySchedule:
+    """When live sessions may expire, filed by whole second: what `SessionTable.expire` walks.
+
+    A heap of (expires_at, account_id, session_id) tuples cost about 100 bytes a session (the
+    tuple, the float, the heap's slot). Here the three go into three flat arrays of their
+    second's bucket, about 26 bytes an entry, and `take_due` hands them out in the heap's order
+    (time, account id, session id). Entries are never updated: the caller checks a due entry
+    against the session's current expiry and files it again if that moved on.
+    """
+
+    def __init__(self) -> None:
+        self._seconds: list[int] = []  # a heap of the seconds that have a bucket
+        self._buckets: dict[int, tuple[array, list[str], list[str]]] = {}  # times, account ids, session ids
+
+    def add(self, at: float, account_id: str, session_id: str) -> None:
+        second = math.floor(at)
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = (array("d"), [], [])
+            heapq.heappush(self._seconds, second)
+        bucket[0].append(at)
+        bucket[1].append(account_id)
+        bucket[2].append(session_id)
+
+    def take_due(self, watermark: float) -> list[tuple[float, str, str]]:
+        """Remove the entries before `watermark`: (at, account id, session id), in order."""
+        seconds, buckets = self._seconds, self._buckets
+        due: list[tuple[float, str, str]] = []
+        while seconds and seconds[0] < watermark:
+            second = seconds[0]
+            entries = zip(*buckets[second])
+            if second + 1 <= watermark:  # the whole second is past
+                due.extend(entries)
+            else:
+                kept: tuple[array, list[str], list[str]] = (array("d"), [], [])
+                for entry in entries:
+                    if entry[0] < watermark:
+                        due.append(entry)
+                    else:
+                        for column, value in zip(kept, entry):
+                            column.append(value)
+                if kept[0]:
+                    buckets[second] = kept
+                    break
+            heapq.heappop(seconds)
+            del buckets[second]
+        due.sort()
+        return due
+
+    def clear(self) -> None:
+        self._seconds.clear()
+        self._buckets.clear()
+
+
 class SessionTable:
     """The live sessions of every account in one shard, with event-time expiry."""
 
@@ -153,7 +209,7 @@ class SessionTable:
         self.max_duration = max_duration
         self.max_items = max_items
         self._networks = networks
-        self._expiry: list[tuple[float, str, str]] = []  # (expires_at, account_id, session_id)
+        self._expiry = ExpirySchedule()
         self.open_sessions = 0
         self.closed: list[Session] = []  # closed by expiry since the engine last looked
         self._texts: dict[str, str] = {}  # one shared copy of texts many sessions repeat (user agents, networks)
@@ -183,13 +239,13 @@ class SessionTable:
             sessions = account.sessions
             if len(sessions) == 1 and type(sessions) is dict:  # as written by an earlier version
                 account.sessions = OneSession(*sessions.values())
-        self._expiry = [
-            (session.expires_at(self.idle_timeout, self.max_duration), account.account_id, session.session_id)
-            for account in accounts
-            for session in account.sessions.values()
-        ]
-        heapq.heapify(self._expiry)
-        self.open_sessions = len(self._expiry)
+        self._expiry = ExpirySchedule()
+        self.open_sessions = 0
+        for account in accounts:
+            for session in account.sessions.values():
+                ends = session.expires_at(self.idle_timeout, self.max_duration)
+                self._expiry.add(ends, account.account_id, session.session_id)
+                self.open_sessions += 1
 
     def open(self, event: PortalEvent, account: AccountState, login_seen: bool = True) -> Session:
         """Open (or re-open on a repeated login) the event's session."""
@@ -221,10 +277,7 @@ class SessionTable:
             account.sessions = {sessions.session.session_id: sessions.session, session.session_id: session}
         else:
             sessions[session.session_id] = session  # type: ignore[index]
-        heapq.heappush(
-            self._expiry,
-            (session.expires_at(self.idle_timeout, self.max_duration), event.account_id, session.session_id),
-        )
+        self._expiry.add(session.expires_at(self.idle_timeout, self.max_duration), event.account_id, session.session_id)
         return session
 
     def view(self, event: PortalEvent, account: AccountState) -> Session:
@@ -283,15 +336,14 @@ class SessionTable:
         """Close every session whose idle timeout or maximum duration ended before the watermark."""
         expiry = self._expiry
         idle, longest = self.idle_timeout, self.max_duration
-        while expiry and expiry[0][0] < watermark:
-            _, account_id, session_id = heapq.heappop(expiry)
+        for _, account_id, session_id in expiry.take_due(watermark):
             account = self.accounts.get(account_id)
             session = account.sessions.get(session_id) if account else None
             if session is None:
                 continue
             ends = session.expires_at(idle, longest)
             if ends >= watermark:
-                heapq.heappush(expiry, (ends, account_id, session_id))
+                expiry.add(ends, account_id, session_id)
                 continue
             self._expire(account, session)  # type: ignore[arg-type]
             if not account.sessions:  # type: ignore[union-attr]

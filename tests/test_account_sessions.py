@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import json
+import random
 
 from monitor.config import load_settings
-from monitor.sessions import OneSession
+from monitor.sessions import ExpirySchedule, OneSession
 from monitor.shards import build_shard
 
 
@@ -41,3 +43,22 @@ def test_sessions_read_the_same_whether_one_or_several() -> None:
     assert list(account.sessions) == ["s2"]
     shard.process([event(7, "logout", "s2")])
     assert "parent-7" not in shard.sessions.accounts and shard.sessions.open_sessions == 0
+
+
+def test_expiry_schedule_hands_out_due_entries_in_the_heaps_order() -> None:
+    """Against the heap of (expires_at, account_id, session_id) it replaces, ties included."""
+    rng = random.Random(8)
+    schedule, heap = ExpirySchedule(), []
+    watermark = 1772438400.0
+    for step in range(5000):
+        at = watermark + rng.choice([0.0, 0.25, rng.uniform(0, 30), float(rng.randrange(30))])
+        entry = (at, f"parent-{rng.randrange(40)}", f"s{rng.randrange(3)}")
+        schedule.add(*entry)
+        heapq.heappush(heap, entry)
+        if step % 7 == 0:
+            watermark += rng.choice([0.0, 0.5, rng.uniform(0, 10), float(rng.randrange(10))])
+            expected = []
+            while heap and heap[0][0] < watermark:
+                expected.append(heapq.heappop(heap))
+            assert schedule.take_due(watermark) == expected
+    assert schedule.take_due(float("inf")) == sorted(heap)
