@@ -313,7 +313,6 @@ def test_new_country_history_is_small_per_account(demo_dbs: dict[str, str]) -> N
     shard.drain()
     shard.sessions.accounts.clear()  # leave only the detectors' state
     shard.sessions._expiry.clear()
-    shard.geo.shared._hashes.clear()  # a bounded per-process cache, not per-account state
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     detectors = {d.id: d for d in shard.detectors}
