@@ -49,7 +49,8 @@ class History(msgspec.Struct, array_like=True, gc=False):
 
     `countries` and `asns` are packed records of (country or ASN, last day seen), most recently
     seen first, at most `max_countries` and `max_networks` of each (the least recently seen is
-    dropped): about 200 bytes per account in memory, a few dozen in a checkpoint.
+    dropped): about 110 bytes per account in memory (equal packed records are one shared copy,
+    see `_shared`), a few dozen in a checkpoint.
     """
 
     first_at: int  # Unix seconds of the first located login (the organisation's networks too)

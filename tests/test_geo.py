@@ -321,7 +321,7 @@ def test_new_country_history_is_small_per_account(demo_dbs: dict[str, str]) -> N
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     per_account = grown / accounts
     print(f"location detectors' state: {per_account:.0f} bytes per account")
-    assert per_account < 900, per_account  # measured about 800 B, of which ~250 B are the account id key and the two dict slots
+    assert per_account < 650, per_account  # measured about 550 B, of which ~250 B are the account id key and the two dict slots
     encoded = len(msgspec.msgpack.encode(history)) + len(msgspec.msgpack.encode(detectors["impossible_travel"].last["parent-10000"]))
     assert encoded < 300, encoded
 
