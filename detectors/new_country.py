@@ -82,8 +82,9 @@ _PACKED: dict[bytes, bytes] = {}
 def _shared(packed: bytes) -> bytes:
     """One copy of a packed history many accounts hold alike, bounded (cleared when full).
 
-    Most accounts log in from one country on one network, so every account first or last seen
-    there on the same day holds equal bytes: about 40 bytes each, per account, otherwise.
+    Most accounts log in from one country on one network, so the accounts first or last seen
+    there on the same day hold equal bytes; unshared, each would keep its own copy of about 40
+    bytes for the countries and 40 for the networks.
     """
     found = _PACKED.get(packed)
     if found is None:
