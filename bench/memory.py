@@ -19,6 +19,7 @@ import sys
 import gc
 import json
 import time
+import tracemalloc
 from typing import Iterator
 
 from detectors.registry import detector_ids
@@ -74,12 +75,14 @@ def records(accounts: int, views: int, batch: int = 5000) -> Iterator[list[tuple
         yield out
 
 
-def measure(accounts: int, views: int) -> dict:
+def measure(accounts: int, views: int, trace: int = 0) -> dict:
     env = {k: v for k, v in os.environ.items() if k.startswith("PORTAL_MONITOR_")}  # e.g. bench/locations.py's
     env.update({f"PORTAL_MONITOR_DETECTORS__{d.upper()}__ENABLED": "true" for d in detector_ids()})
     settings = load_settings(None, environ=env)
     shard = build_shard(settings, 0)
     gc.collect()
+    if trace:
+        tracemalloc.start()
     before = rss_kib()
     started = time.perf_counter()
     events = 0
@@ -91,6 +94,8 @@ def measure(accounts: int, views: int) -> dict:
     gc.collect()
     after = rss_kib()
     tracked = len(shard.sessions.accounts)
+    if trace:
+        report_allocations(tracemalloc.take_snapshot(), tracked, trace)
     return {
         "accounts": accounts,
         "tracked_accounts": tracked,
@@ -105,6 +110,16 @@ def measure(accounts: int, views: int) -> dict:
     }
 
 
+def report_allocations(snapshot: "tracemalloc.Snapshot", tracked: int, top: int) -> None:
+    """The `top` source lines holding the most memory still allocated, per tracked account (stderr)."""
+    stats = snapshot.statistics("lineno")
+    total = sum(stat.size for stat in stats)
+    print(f"tracemalloc: {total / max(tracked, 1):.0f} B/account allocated since the shard was built", file=sys.stderr)
+    for stat in stats[:top]:
+        frame = stat.traceback[0]
+        print(f"{stat.size / max(tracked, 1):8.1f} B/account {stat.count:>9,} blocks  {frame.filename}:{frame.lineno}", file=sys.stderr)
+
+
 def main() -> None:
     from monitor.logging import configure_logging
 
@@ -112,8 +127,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, required=True, help="accounts to track")
     parser.add_argument("--views", type=int, default=3, help="pupil records viewed per session (default 3)")
+    parser.add_argument("--trace", type=int, default=0, metavar="N",
+                        help="also trace allocations (slow) and print the N source lines holding most to stderr")
     args = parser.parse_args()
-    print(json.dumps(measure(args.accounts, args.views)))
+    print(json.dumps(measure(args.accounts, args.views, args.trace)))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from monitor.sessions import AccountState, Session, SessionTable
 
 OUTCOMES: tuple[str, ...] = ("processed", "late", "duplicate")
 NO_WATERMARK = float("-inf")
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: an account's lone session is written as [session] (OneSession); 1 is still read
 
 
 class ShardClock(NamedTuple):
@@ -354,8 +354,8 @@ class Shard:
     def restore(self, data: bytes) -> None:
         """Load a checkpoint written by `snapshot` into this fresh shard."""
         snapshot = msgspec.msgpack.decode(data, type=ShardSnapshot)
-        if snapshot.version != SNAPSHOT_VERSION:
-            raise ValueError(f"checkpoint version {snapshot.version} is not {SNAPSHOT_VERSION}")
+        if not 1 <= snapshot.version <= SNAPSHOT_VERSION:
+            raise ValueError(f"checkpoint version {snapshot.version} is not 1 to {SNAPSHOT_VERSION}")
         self.watermark = snapshot.watermark
         self.max_event_time = snapshot.max_event_time
         self.redeliveries.load(snapshot.recent_event_ids)

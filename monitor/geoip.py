@@ -11,8 +11,10 @@ Three databases, all optional in the sense that a missing one never stops the se
 
 Lookups go through a bounded per-process cache keyed by the address as written in the event:
 only logins and page views that change their session's IP are looked up, and most of those
-repeat an address seen shortly before. `reload()` reopens the files (geoipupdate replaces them
-in place) and swaps readers and cache in one assignment.
+repeat an address seen shortly before. Equal answers are one shared `Location` instance
+(interned, bounded like the cache): every live session holds its location, and a million
+sessions come from a few thousand places, not a million. `reload()` reopens the files
+(geoipupdate replaces them in place) and swaps readers and cache in one assignment.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class _Readers(NamedTuple):
     anonymous: Any
     cache: dict[str, Location | None]  # by address as written in events
     blocks: dict[str, Location | None]  # by IPv4 /24 ("31.94.12") where every database's network covers it
+    places: dict[Location, Location]  # one instance per distinct answer, shared by every session placed there
 
 
 def open_reader(key: str, path: str) -> tuple[Any, OpenProblem | None]:
@@ -112,7 +115,7 @@ class GeoIP:
     def __init__(self, city_db: str = "", asn_db: str = "", anonymous_db: str = "", cache_size: int = 65_536) -> None:
         self.paths = {"city_db": city_db, "asn_db": asn_db, "anonymous_db": anonymous_db}
         self.cache_size = cache_size
-        self._state = _Readers(None, None, None, {}, {})
+        self._state = _Readers(None, None, None, {}, {}, {})
         self.problems: list[OpenProblem] = []
 
     @classmethod
@@ -148,7 +151,7 @@ class GeoIP:
                 if keep is not None:
                     reader = keep[index]
             readers.append(reader)
-        self._state = _Readers(readers[0], readers[1], readers[2], {}, {})
+        self._state = _Readers(readers[0], readers[1], readers[2], {}, {}, {})
         return problems
 
     def loaded(self) -> dict[str, str]:
@@ -170,6 +173,8 @@ class GeoIP:
         if len(cache) >= self.cache_size:
             cache.clear()
             state.blocks.clear()
+            if len(state.places) >= self.cache_size:
+                state.places.clear()
         block = ip[: ip.rfind(".")] if ":" not in ip else None
         if block is not None:
             # Most databases store IPv4 networks of /24 or wider: another address of a /24
@@ -179,6 +184,8 @@ class GeoIP:
                 cache[ip] = location  # type: ignore[assignment]
                 return location  # type: ignore[return-value]
         location, prefix = _resolve(state, ip)
+        if location is not None:
+            location = state.places.setdefault(location, location)
         if block is not None and prefix <= 24:
             state.blocks[block] = location
         cache[ip] = location

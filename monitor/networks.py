@@ -25,7 +25,9 @@ class NetworkMap:
     """Validates IP addresses and maps them to their network, with a bounded cache.
 
     The cache is per shard and cleared when full, so memory stays bounded whatever the
-    variety of addresses; most events repeat an address seen moments before.
+    variety of addresses; most events repeat an address seen moments before. The addresses of
+    one network share one `AddressInfo`: a full cache then holds a few thousand of them, not
+    100,000 (each with its network's text).
     """
 
     def __init__(self, allowlist: Iterable[str] = (), cache_size: int = 100_000) -> None:
@@ -33,6 +35,7 @@ class NetworkMap:
             ipaddress.ip_network(cidr, strict=False) for cidr in allowlist
         )
         self._cache: dict[str, AddressInfo | None] = {}
+        self._infos: dict[AddressInfo, AddressInfo] = {}  # one instance per distinct answer
         self._cache_size = cache_size
 
     @property
@@ -49,6 +52,9 @@ class NetworkMap:
         info = self._resolve(ip)
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
+            self._infos.clear()
+        if info is not None:
+            info = self._infos.setdefault(info, info)
         self._cache[ip] = info
         return info
 

@@ -8,7 +8,11 @@ so replay and live agree; the table forgets a session once the watermark has pas
 from __future__ import annotations
 
 import heapq
+import math
 import struct
+from array import array
+from bisect import bisect_left
+from typing import Iterator
 
 import msgspec
 
@@ -91,11 +95,121 @@ class Session(msgspec.Struct, kw_only=True, gc=False):
         return self.closed_at is None and at <= self.expires_at(idle_timeout, max_duration)
 
 
+class OneSession(msgspec.Struct, array_like=True, gc=False):
+    """An account's sessions while it has exactly one: a read-only mapping of session id to session.
+
+    Nearly every account has a single live session, and a dict holding it costs about 190 bytes
+    where this costs 24. `SessionTable` swaps in a dict when a second session opens and back
+    when one is left, so readers of `AccountState.sessions` see a mapping either way: `get`,
+    `in`, indexing, `len`, iteration, `keys`, `values` and `items`.
+    """
+
+    session: Session
+
+    def get(self, session_id: str | None, default: Session | None = None) -> Session | None:
+        session = self.session
+        return session if session.session_id == session_id else default
+
+    def __getitem__(self, session_id: str) -> Session:
+        session = self.session
+        if session.session_id != session_id:
+            raise KeyError(session_id)
+        return session
+
+    def __contains__(self, session_id: object) -> bool:
+        return self.session.session_id == session_id
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.session.session_id,))
+
+    def keys(self) -> tuple[str]:
+        return (self.session.session_id,)
+
+    def values(self) -> tuple[Session]:
+        return (self.session,)
+
+    def items(self) -> tuple[tuple[str, Session]]:
+        return ((self.session.session_id, self.session),)
+
+
 class AccountState(msgspec.Struct, kw_only=True, gc=False):
-    """The per-account state the engine keeps for the detectors: the account's live sessions."""
+    """The per-account state the engine keeps for the detectors: the account's live sessions.
+
+    `sessions` maps session id to session: a `OneSession` while there is one (nearly always),
+    a dict while there are more, empty only between the last session closing and the table
+    forgetting the account. Only `SessionTable` changes it.
+    """
 
     account_id: str
-    sessions: dict[str, Session] = {}
+    sessions: dict[str, Session] | OneSession = {}
+
+
+class ExpirySchedule:
+    """When live sessions may expire, filed by whole second: what `SessionTable.expire` walks.
+
+    A heap of (expires_at, account_id, session_id) tuples cost about 100 bytes a session (the
+    tuple, the float, the heap's slot). Here the three go into three flat arrays of their
+    second's bucket, about 26 bytes an entry, and `take_due` hands them out in the heap's order
+    (time, account id, session id). Entries are never updated: the caller checks a due entry
+    against the session's current expiry and files it again if that moved on.
+    """
+
+    def __init__(self) -> None:
+        self._seconds: list[int] = []  # a heap of the seconds that have a bucket
+        self._buckets: dict[int, tuple[array, list[str], list[str]]] = {}  # times, account ids, session ids
+        self._sorted: int | None = None  # the second whose bucket is in time order (the watermark's)
+
+    def add(self, at: float, account_id: str, session_id: str) -> None:
+        second = math.floor(at)
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = (array("d"), [], [])
+            heapq.heappush(self._seconds, second)
+        if second == self._sorted:
+            self._sorted = None
+        bucket[0].append(at)
+        bucket[1].append(account_id)
+        bucket[2].append(session_id)
+
+    def take_due(self, watermark: float) -> list[tuple[float, str, str]]:
+        """Remove the entries before `watermark`: (at, account id, session id), in order."""
+        seconds, buckets = self._seconds, self._buckets
+        due: list[tuple[float, str, str]] = []
+        while seconds and seconds[0] < watermark:
+            second = seconds[0]
+            if second + 1 <= watermark:  # the whole second is past
+                due.extend(zip(*buckets.pop(second)))
+                heapq.heappop(seconds)
+                continue
+            # The watermark is inside this second: its entries before the watermark are due. Put
+            # the bucket in time order once, so each later call takes a prefix at C speed.
+            if self._sorted != second:
+                buckets[second] = _in_time_order(buckets[second])
+                self._sorted = second
+            times, account_ids, session_ids = buckets[second]
+            cut = bisect_left(times, watermark)
+            due.extend(zip(times[:cut], account_ids[:cut], session_ids[:cut]))
+            if cut < len(times):
+                del times[:cut], account_ids[:cut], session_ids[:cut]
+                break
+            del buckets[second]
+            heapq.heappop(seconds)
+        due.sort()
+        return due
+
+    def clear(self) -> None:
+        self._seconds.clear()
+        self._buckets.clear()
+        self._sorted = None
+
+
+def _in_time_order(bucket: tuple[array, list[str], list[str]]) -> tuple[array, list[str], list[str]]:
+    times, account_ids, session_ids = bucket
+    order = sorted(range(len(times)), key=times.__getitem__)
+    return array("d", [times[i] for i in order]), [account_ids[i] for i in order], [session_ids[i] for i in order]
 
 
 class SessionTable:
@@ -107,7 +221,7 @@ class SessionTable:
         self.max_duration = max_duration
         self.max_items = max_items
         self._networks = networks
-        self._expiry: list[tuple[float, str, str]] = []  # (expires_at, account_id, session_id)
+        self._expiry = ExpirySchedule()
         self.open_sessions = 0
         self.closed: list[Session] = []  # closed by expiry since the engine last looked
         self._texts: dict[str, str] = {}  # one shared copy of texts many sessions repeat (user agents, networks)
@@ -133,13 +247,17 @@ class SessionTable:
     def load(self, accounts: list[AccountState]) -> None:
         """Replace the table with checkpointed accounts, rebuilding the expiry schedule."""
         self.accounts = {account.account_id: account for account in accounts}
-        self._expiry = [
-            (session.expires_at(self.idle_timeout, self.max_duration), account.account_id, session.session_id)
-            for account in accounts
-            for session in account.sessions.values()
-        ]
-        heapq.heapify(self._expiry)
-        self.open_sessions = len(self._expiry)
+        for account in accounts:
+            sessions = account.sessions
+            if len(sessions) == 1 and type(sessions) is dict:  # as written by an earlier version
+                account.sessions = OneSession(*sessions.values())
+        self._expiry = ExpirySchedule()
+        self.open_sessions = 0
+        for account in accounts:
+            for session in account.sessions.values():
+                ends = session.expires_at(self.idle_timeout, self.max_duration)
+                self._expiry.add(ends, account.account_id, session.session_id)
+                self.open_sessions += 1
 
     def open(self, event: PortalEvent, account: AccountState, login_seen: bool = True) -> Session:
         """Open (or re-open on a repeated login) the event's session."""
@@ -159,16 +277,19 @@ class SessionTable:
             login_seen=login_seen,
             timeline=b"",
         )
-        previous = account.sessions.get(session.session_id)
+        sessions = account.sessions
+        previous = sessions.get(session.session_id)
         if previous is not None:
             session.flagged = previous.flagged
         else:
             self.open_sessions += 1
-        account.sessions[session.session_id] = session
-        heapq.heappush(
-            self._expiry,
-            (session.expires_at(self.idle_timeout, self.max_duration), event.account_id, session.session_id),
-        )
+        if not sessions or (previous is not None and len(sessions) == 1):
+            account.sessions = OneSession(session)
+        elif type(sessions) is OneSession:
+            account.sessions = {sessions.session.session_id: sessions.session, session.session_id: session}
+        else:
+            sessions[session.session_id] = session  # type: ignore[index]
+        self._expiry.add(session.expires_at(self.idle_timeout, self.max_duration), event.account_id, session.session_id)
         return session
 
     def view(self, event: PortalEvent, account: AccountState, session: Session | None) -> Session:
@@ -194,7 +315,7 @@ class SessionTable:
 
     def close(self, event: PortalEvent, account: AccountState, reason: str) -> Session | None:
         """Close the event's session (logout or the portal's own expiry); the closed session."""
-        session = account.sessions.pop(event.session_id, None)  # type: ignore[arg-type]
+        session = self._take(account, event.session_id)  # type: ignore[arg-type]
         if session is None:
             return None
         self.open_sessions -= 1
@@ -204,9 +325,23 @@ class SessionTable:
             del self.accounts[account.account_id]
         return session
 
+    @staticmethod
+    def _take(account: AccountState, session_id: str) -> Session | None:
+        """Remove the session from the account's live sessions; it, or None if it was not there."""
+        sessions = account.sessions
+        if type(sessions) is OneSession:
+            if sessions.session.session_id != session_id:
+                return None
+            account.sessions = {}
+            return sessions.session
+        session = sessions.pop(session_id, None)  # type: ignore[union-attr]
+        if len(sessions) == 1:
+            account.sessions = OneSession(*sessions.values())
+        return session
+
     def _expire(self, account: AccountState, session: Session) -> None:
         ends = session.expires_at(self.idle_timeout, self.max_duration)
-        del account.sessions[session.session_id]
+        self._take(account, session.session_id)
         self.open_sessions -= 1
         session.closed_at = ends
         session.close_reason = "idle_timeout" if ends < session.opened_at + self.max_duration else "max_duration"
@@ -216,15 +351,14 @@ class SessionTable:
         """Close every session whose idle timeout or maximum duration ended before the watermark."""
         expiry = self._expiry
         idle, longest = self.idle_timeout, self.max_duration
-        while expiry and expiry[0][0] < watermark:
-            _, account_id, session_id = heapq.heappop(expiry)
+        for _, account_id, session_id in expiry.take_due(watermark):
             account = self.accounts.get(account_id)
             session = account.sessions.get(session_id) if account else None
             if session is None:
                 continue
             ends = session.expires_at(idle, longest)
             if ends >= watermark:
-                heapq.heappush(expiry, (ends, account_id, session_id))
+                expiry.add(ends, account_id, session_id)
                 continue
             self._expire(account, session)  # type: ignore[arg-type]
             if not account.sessions:  # type: ignore[union-attr]

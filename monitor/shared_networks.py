@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from array import array
+from bisect import bisect_left
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -61,15 +63,17 @@ def egress_key(ip: str, network: str | None = None) -> str:
     return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
-class Sighting:
-    """One network's sketch: the bottom-k account hashes (an int while there is only one)."""
+class Sighting(msgspec.Struct, gc=False):
+    """One network's sketch: the bottom-k account hashes, an int while there is only one.
 
-    __slots__ = ("hashes", "first_seen", "last_seen")
+    Then a sorted array of 64-bit ints, 8 bytes a hash where a set of Python ints costs about
+    60; a process tracks up to `max_tracked` networks, most of them with a few accounts each.
+    """
 
-    def __init__(self, hashes: int | set[int], first_seen: float, last_seen: float) -> None:
-        self.hashes = hashes
-        self.first_seen = first_seen
-        self.last_seen = last_seen
+    hashes: int | array  # sorted, at most SKETCH_SIZE
+    first_seen: float
+    last_seen: float
+    dirty: bool = True  # changed since the last flush (free: the allocator rounds 40 bytes up to 48)
 
     def add(self, value: int) -> bool:
         """Add one account hash; True when the sketch changed."""
@@ -77,25 +81,32 @@ class Sighting:
         if type(hashes) is int:
             if hashes == value:
                 return False
-            self.hashes = {hashes, value}
+            self.hashes = array("q", (hashes, value) if hashes < value else (value, hashes))
             return True
-        if value in hashes:  # type: ignore[operator]
+        index = bisect_left(hashes, value)  # type: ignore[arg-type]
+        size = len(hashes)  # type: ignore[arg-type]
+        if index < size and hashes[index] == value:  # type: ignore[index]
             return False
-        hashes.add(value)  # type: ignore[union-attr]
-        if len(hashes) > SKETCH_SIZE:  # type: ignore[arg-type]
-            largest = max(hashes)  # type: ignore[type-var]
-            hashes.discard(largest)  # type: ignore[union-attr]
-            return largest != value
+        if size >= SKETCH_SIZE:
+            if index == size:
+                return False  # larger than the k smallest: not in the sketch
+            hashes.pop()  # type: ignore[union-attr]
+        hashes.insert(index, value)  # type: ignore[union-attr]
         return True
 
     def values(self) -> list[int]:
-        return [self.hashes] if type(self.hashes) is int else sorted(self.hashes)  # type: ignore[list-item]
+        return [self.hashes] if type(self.hashes) is int else list(self.hashes)  # type: ignore[list-item, arg-type]
 
     def count(self) -> int:
         return 1 if type(self.hashes) is int else len(self.hashes)  # type: ignore[arg-type]
 
 
-def estimate(hashes: list[int] | set[int] | int) -> int:
+def _sketch(values: list[int]) -> int | array:
+    """The in-memory form of a sketch's hashes (as `Sighting.values` lists them)."""
+    return values[0] if len(values) == 1 else array("q", sorted(values))
+
+
+def estimate(hashes: list[int] | array | int) -> int:
     """Distinct accounts behind a sketch: exact below `SKETCH_SIZE`, a bottom-k estimate above."""
     if isinstance(hashes, int):
         return 1
@@ -147,9 +158,7 @@ class SharedNetworks:
         self._learnt: set[str] = set()  # learnt from this process's own sightings
         self._remote: frozenset[str] = frozenset()  # learnt by the organisation (PostgreSQL)
         self._shared: set[str] = set()  # the union, what detectors read
-        self._dirty: set[str] = set()  # networks whose sketch changed since the last flush
         self._observed = 0
-        self._hashes: dict[str, int] = {}  # account id -> account_hash, bounded
         self.clock = 0.0  # latest event time observed
 
     @classmethod
@@ -180,20 +189,15 @@ class SharedNetworks:
         """One successful login of `account_id` from egress network `key` at event time `at`."""
         if not self.enabled:
             return
-        value = self._hashes.get(account_id)
-        if value is None:
-            if len(self._hashes) >= 100_000:
-                self._hashes.clear()
-            value = self._hashes[account_id] = account_hash(account_id)
+        value = account_hash(account_id)  # 0.5 µs a login: cheaper than a cache of every account's hash
         sighting = self._seen.get(key)
         if sighting is None:
             sighting = self._seen[key] = Sighting(value, at, at)
-            self._dirty.add(key)
             if len(self._seen) > self.max_tracked:
                 self._evict()
         else:
             if sighting.add(value):
-                self._dirty.add(key)
+                sighting.dirty = True
             if at > sighting.last_seen:
                 sighting.last_seen = at
             elif at < sighting.first_seen:
@@ -217,7 +221,6 @@ class SharedNetworks:
         for key in stale:
             del self._seen[key]
             self._learnt.discard(key)
-            self._dirty.discard(key)
         if stale:
             self._shared = self._learnt | self._remote
         return len(stale)
@@ -230,7 +233,6 @@ class SharedNetworks:
         )
         for _, key in candidates[: max(0, len(self._seen) - keep)]:
             del self._seen[key]
-            self._dirty.discard(key)
 
     # -- the organisation-wide view ----------------------------------------------------------
 
@@ -245,17 +247,19 @@ class SharedNetworks:
         The whole local sketch is sent: a hash it dropped is larger than k others here, so it
         cannot be among the k smallest of the union either.
         """
-        dirty, self._dirty = self._dirty, set()
         rows = []
-        for key in dirty:
-            sighting = self._seen.get(key)
-            if sighting is not None:
+        for key, sighting in self._seen.items():
+            if sighting.dirty:
+                sighting.dirty = False
                 rows.append((key, sighting.values(), sighting.first_seen, sighting.last_seen))
         return rows
 
     def restore_dirty(self, rows: list[tuple[str, list[int], float, float]]) -> None:
         """Mark again the networks a failed flush did not write."""
-        self._dirty.update(key for key, _, _, _ in rows)
+        for key, _, _, _ in rows:
+            sighting = self._seen.get(key)
+            if sighting is not None:
+                sighting.dirty = True
 
     def entries(self, min_accounts: int = 1) -> list[NetworkEntry]:
         """Counted networks with at least `min_accounts` accounts, most accounts first."""
@@ -286,7 +290,7 @@ class SharedNetworks:
         if not isinstance(snapshot, SharedNetworksSnapshot):
             snapshot = msgspec.convert(snapshot, SharedNetworksSnapshot)
         self._seen = {
-            key: Sighting(values[0] if len(values) == 1 else set(values), first, last)
+            key: Sighting(_sketch(values), first, last, dirty=False)
             for key, values, first, last in snapshot.entries
         }
         self._learnt = set(snapshot.learnt)

@@ -49,3 +49,13 @@ def test_allowlisted_networks_never_count_as_different() -> None:
     assert networks.lookup("10.21.3.4") == ("10.21.3.0/24", False)
     assert networks.lookup("2a02:c7f:1234:5600::1") == ("2a02:c7f:1234:5600::/64", True)
     assert networks.lookup("01.2.3.4") is None
+
+
+def test_addresses_of_one_network_share_one_answer() -> None:
+    networks = NetworkMap(cache_size=10)
+    first = networks.lookup("81.2.69.1")
+    assert networks.lookup("81.2.69.2") is first
+    assert networks.lookup("81.2.70.1") != first
+    for n in range(3, 100):  # past the cache's size: cleared and resolved again, still bounded
+        assert networks.lookup(f"81.2.69.{n}") == first
+    assert len(networks._infos) <= 10

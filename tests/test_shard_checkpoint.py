@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from monitor.config import load_settings
@@ -42,6 +43,40 @@ def test_restore_at_every_point_gives_the_same_alerts(folder: Path) -> None:
         after = second.process([r for r in records if r[0] >= resume_at])
         got = alert_keys([before, after, second.drain()])
         assert got == expected, f"cut after {cut} records"
+
+
+def as_version_1(data: bytes) -> bytes:
+    """A checkpoint as version 1 wrote it: every account's sessions as a map by session id."""
+    version, watermark, max_event_time, recent, accounts, detectors = msgspec.msgpack.decode(data)
+    assert version == 2
+    for account in accounts:
+        if isinstance(account["sessions"], list):  # OneSession: [session]
+            account["sessions"] = {session["session_id"]: session for session in account["sessions"]}
+    return msgspec.msgpack.encode([1, watermark, max_event_time, recent, accounts, detectors])
+
+
+@pytest.mark.parametrize("folder", sorted(p for p in CASES.iterdir() if p.is_dir()), ids=lambda p: p.name)
+def test_a_version_1_checkpoint_is_restored_the_same(folder: Path) -> None:
+    settings = settings_for(folder)
+    lines = [line for line in (folder / "events.jsonl").read_bytes().splitlines() if line.strip()]
+    records = list(enumerate(lines, start=1))
+    for cut in range(0, len(records) + 1, 3):
+        first = build_shard(settings, 0)
+        first.process(records[:cut])
+        resume_at = first.commit_offset() or 1
+        current, old = build_shard(settings, 0), build_shard(settings, 0)
+        current.restore(first.snapshot())
+        old.restore(as_version_1(first.snapshot()))
+        assert old.snapshot() == current.snapshot(), f"cut after {cut} records"
+        rest = [r for r in records if r[0] >= resume_at]
+        assert alert_keys([old.process(rest), old.drain()]) == alert_keys([current.process(rest), current.drain()])
+
+
+def test_a_checkpoint_from_a_newer_version_is_refused() -> None:
+    shard = build_shard(load_settings(None, environ={}), 0)
+    newer = msgspec.msgpack.encode([99, 0.0, 0.0, [], [], {}])
+    with pytest.raises(ValueError, match="version 99"):
+        shard.restore(newer)
 
 
 def test_future_timestamp_is_a_dead_letter_and_does_not_move_the_clock() -> None:
