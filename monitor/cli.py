@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import inspect
 import sys
 from importlib import import_module
@@ -59,24 +58,9 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def tune_collector() -> None:
-    """Tune Python's cyclic garbage collector for a stream of short-lived events.
-
-    Every decoded event and reorder-buffer entry is an allocation; at the default threshold
-    (700) a young-generation collection ran every few hundred events and a full one, walking
-    every session and account held, every few hundred thousand: about 5% of replay time.
-    The engine's objects make no reference cycles (sessions and events are `gc=False` Structs),
-    so collecting less often frees the same memory. `freeze` moves what start-up made (modules,
-    settings) out of the collector's sight for good.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    tune_collector()
     try:
         result = args.func(args)
         if inspect.isawaitable(result):
