@@ -15,6 +15,7 @@ from monitor import policy
 from monitor.alerts import Alert, new_alert, utc
 from monitor.durations import Seconds
 from monitor.events import PortalEvent
+from monitor.interning import Interner
 from monitor.sessions import AccountState
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -76,22 +77,11 @@ def _code(country: str) -> bytes:
     return code
 
 
-_PACKED: dict[bytes, bytes] = {}
-
-
-def _shared(packed: bytes) -> bytes:
-    """One copy of a packed history many accounts hold alike, bounded (cleared when full).
-
-    Most accounts log in from one country on one network, so the accounts first or last seen
-    there on the same day hold equal bytes; unshared, each would keep its own copy of about 40
-    bytes for the countries and 40 for the networks.
-    """
-    found = _PACKED.get(packed)
-    if found is None:
-        if len(_PACKED) >= 65_536:
-            _PACKED.clear()
-        found = _PACKED[packed] = packed
-    return found
+# One copy of a packed history many accounts hold alike. Most accounts log in from one
+# country on one network, so the accounts first or last seen there on the same day hold equal
+# bytes; unshared, each would keep its own copy of about 40 bytes for the countries and 40
+# for the networks.
+_shared = Interner[bytes](65_536)
 
 
 def _find(packed: bytes, record: struct.Struct, key: bytes) -> int:

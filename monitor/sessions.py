@@ -18,6 +18,7 @@ import msgspec
 
 from monitor.events import PortalEvent
 from monitor.geoip import Location
+from monitor.interning import Interner
 from monitor.networks import NetworkMap
 
 # A viewed item in a session's timeline: event time, action, length of the resource in UTF-8,
@@ -224,19 +225,11 @@ class SessionTable:
         self._expiry = ExpirySchedule()
         self.open_sessions = 0
         self.closed: list[Session] = []  # closed by expiry since the engine last looked
-        self._texts: dict[str, str] = {}  # one shared copy of texts many sessions repeat (user agents, networks)
+        self._texts = Interner[str](100_000)  # user agents, network names
 
     def shared(self, text: str | None) -> str | None:
-        """One copy of a text that many sessions repeat; bounded, cleared when full."""
-        if text is None:
-            return None
-        texts = self._texts
-        found = texts.get(text)
-        if found is None:
-            if len(texts) >= 100_000:
-                texts.clear()
-            found = texts[text] = text
-        return found
+        """One copy of a text that many sessions repeat (`monitor.interning`)."""
+        return None if text is None else self._texts(text)
 
     def account(self, account_id: str) -> AccountState:
         state = self.accounts.get(account_id)

@@ -22,6 +22,7 @@ from monitor.accounts.model import (
     Restriction,
     StatusChange,
     key_hash,
+    later_of,
 )
 from monitor.accounts.roster import Rejections, RosterRow
 
@@ -253,9 +254,4 @@ def _min(a: float | None, b: float | None) -> float | None:
     return a if a <= b else b
 
 
-def _max(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if a >= b else b
+_max = later_of

@@ -195,9 +195,9 @@ class AccountActivity(msgspec.Struct, kw_only=True):
         self.first_at = min(self.first_at, later.first_at)
         self.portal = later.portal or self.portal
         self.known = self.known or later.known
-        self.created_at = _later(self.created_at, later.created_at)
-        self.last_login_at = _later(self.last_login_at, later.last_login_at)
-        self.last_activity_at = _later(self.last_activity_at, later.last_activity_at)
+        self.created_at = later_of(self.created_at, later.created_at)
+        self.last_login_at = later_of(self.last_login_at, later.last_login_at)
+        self.last_activity_at = later_of(self.last_activity_at, later.last_activity_at)
         head = later.first
         if head is not None:  # it continues whatever spell this aggregate left open
             if head.attempt is not None:
@@ -240,7 +240,8 @@ class DormancyMark(msgspec.Struct, array_like=True, gc=False):
     reason: str
 
 
-def _later(a: float | None, b: float | None) -> float | None:
+def later_of(a: float | None, b: float | None) -> float | None:
+    """The later of two optional times (None: unknown, so the other)."""
     if a is None:
         return b
     if b is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from monitor.accounts.memory import apply_activity
-from monitor.accounts.model import Account, AccountActivity, key_hash
+from monitor.accounts.model import Account, AccountActivity, key_hash, later_of
 
 
 class UnwrittenActivity:
@@ -91,14 +91,6 @@ def fold(mine: AccountActivity, later: AccountActivity) -> None:
     latest login, activity and creation; the portal first written stays)."""
     mine.first_at = min(mine.first_at, later.first_at)
     mine.portal = mine.portal or later.portal
-    mine.created_at = _latest(mine.created_at, later.created_at)
-    mine.last_login_at = _latest(mine.last_login_at, later.last_login_at)
-    mine.last_activity_at = _latest(mine.last_activity_at, later.last_activity_at)
-
-
-def _latest(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if a >= b else b
+    mine.created_at = later_of(mine.created_at, later.created_at)
+    mine.last_login_at = later_of(mine.last_login_at, later.last_login_at)
+    mine.last_activity_at = later_of(mine.last_activity_at, later.last_activity_at)
