@@ -249,8 +249,9 @@ class AccountLifecycle:
         if owned != self._owned:
             self._owned = owned
             self._gauge_at = float("-inf")  # recount for the new set of partitions
-        if not self.drain and time.monotonic() - self._swept_wall < self.write_every:
-            return None  # catching up, event time flies: sweep (and so flush) at most once per write
+        if not self.drain and not self._backlog and time.monotonic() - self._swept_wall < self.write_every:
+            return None  # catching up, event time flies: sweep (and so flush) at most once per write;
+            # a backlog (a fresh roster import) is still worked off a chunk per delivery
         due = [shard for shard in shards if self._sweep_due(shard)]
         if not due:
             return None
