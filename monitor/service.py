@@ -20,6 +20,7 @@ import structlog
 
 from monitor.checkpoints import CheckpointStore
 from monitor.config import Settings
+from monitor.engine import Findings, ShardClock
 from monitor.pipeline import Pipeline
 from monitor.sources.kafka import KafkaEventSource, PartitionListener
 
@@ -225,7 +226,7 @@ class Service:
                 await self._checkpoint_or_warn()
         await self._settle()
 
-    async def _deliver(self, findings, clocks, offsets: dict[int, int] | None) -> bool:
+    async def _deliver(self, findings: Findings, clocks: list[ShardClock], offsets: dict[int, int] | None) -> bool:
         """One batch's delivery (a task beside the loop); without checkpoints, then its commit."""
         delivered = await self.pipeline.deliver(findings, keepalive=self._keepalive, clocks=clocks)
         if delivered and offsets:
