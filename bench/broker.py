@@ -18,9 +18,9 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from monitor.events import PortalEvent
+from monitor.contract.events import PortalEvent
 
-# The daemon's source settings (monitor/sources/kafka.py), so the limit reads the same way.
+# The daemon's source settings (monitor/ingest/sources/kafka.py), so the limit reads the same way.
 FETCH_OPTIONS = dict(
     max_poll_records=5000,
     fetch_max_bytes=64 * 1024 * 1024,

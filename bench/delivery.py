@@ -26,11 +26,11 @@ import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from monitor import store  # noqa: E402
-from monitor.alerts import new_alert  # noqa: E402
-from monitor.config import DeliverySettings, MqttSinkSettings, WebhookSinkSettings  # noqa: E402
-from monitor.engine import Findings  # noqa: E402
-from monitor.metrics import Metrics  # noqa: E402
-from monitor.outbox import OutboxRelay  # noqa: E402
+from monitor.contract.alerts import new_alert  # noqa: E402
+from monitor.service.config import DeliverySettings, MqttSinkSettings, WebhookSinkSettings  # noqa: E402
+from monitor.engine.shard import Findings  # noqa: E402
+from monitor.support.metrics import Metrics  # noqa: E402
+from monitor.delivery.outbox import OutboxRelay  # noqa: E402
 from sinks.mqtt import MqttAlertSink  # noqa: E402
 from sinks.postgres import PostgresSink  # noqa: E402
 from sinks.webhook import WebhookAlertSink  # noqa: E402

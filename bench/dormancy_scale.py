@@ -39,8 +39,8 @@ from detectors.dormant_account_login import DormantAccountLoginSettings  # noqa:
 from monitor import store  # noqa: E402
 from monitor.accounts.lifecycle import AccountLifecycle  # noqa: E402
 from monitor.accounts.postgres import PostgresRegistry  # noqa: E402
-from monitor.config import PostgresSettings  # noqa: E402
-from monitor.engine import ShardClock  # noqa: E402
+from monitor.service.config import PostgresSettings  # noqa: E402
+from monitor.engine.shard import ShardClock  # noqa: E402
 
 DAY = 86400.0
 

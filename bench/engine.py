@@ -17,8 +17,8 @@ import statistics
 import time
 
 from detectors.registry import detector_ids
-from monitor.config import load_settings
-from monitor.shards import build_shard
+from monitor.service.config import load_settings
+from monitor.service.shards import build_shard
 
 
 def run(lines: list[bytes], batch: int) -> tuple[float, float, int]:
@@ -35,7 +35,7 @@ def run(lines: list[bytes], batch: int) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    from monitor.logging import configure_logging
+    from monitor.support.logging import configure_logging
 
     configure_logging("warning", "json", stream=sys.stderr)  # stdout carries the result
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import structlog  # noqa: E402
 
-from monitor.config import load_settings  # noqa: E402
-from monitor.geo import GeoServices  # noqa: E402
-from monitor.geoip_demo import SAMPLE_NETWORKS, write_databases  # noqa: E402
-from monitor.shards import build_shard  # noqa: E402
+from monitor.service.config import load_settings  # noqa: E402
+from monitor.places.geo import GeoServices  # noqa: E402
+from monitor.places.geoip_demo import SAMPLE_NETWORKS, write_databases  # noqa: E402
+from monitor.service.shards import build_shard  # noqa: E402
 
 BATCH = 5000
 HOMES = ("81.2.69.{}", "86.150.{}.{}", "82.33.{}.{}", "2a02:c7f:{:x}:{:x}::10", "90.1.{}.{}", "83.44.{}.{}")

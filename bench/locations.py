@@ -16,7 +16,7 @@ from pathlib import Path
 def location_environment(folder: Path) -> dict[str, str]:
     """Write the databases and the Tor list into `folder`; the settings naming them."""
     from monitor.demo.world import NETWORKS, networks_of_kind
-    from monitor.geoip_demo import write_databases
+    from monitor.places.geoip_demo import write_databases
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = write_databases(NETWORKS, folder)

@@ -23,8 +23,8 @@ import tracemalloc
 from typing import Iterator
 
 from detectors.registry import detector_ids
-from monitor.config import load_settings
-from monitor.shards import build_shard
+from monitor.service.config import load_settings
+from monitor.service.shards import build_shard
 
 BASE = 1772438400  # 2026-03-02T08:00:00Z
 
@@ -121,7 +121,7 @@ def report_allocations(snapshot: "tracemalloc.Snapshot", tracked: int, top: int)
 
 
 def main() -> None:
-    from monitor.logging import configure_logging
+    from monitor.support.logging import configure_logging
 
     configure_logging("warning", "json", stream=sys.stderr)  # stdout carries the result
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -52,7 +52,7 @@ What each figure is:
                                consumer started, group join requested); the broker's group join
                                ("partitions assigned" after that), reported separately; spawn to
                                the first /readyz 200 (includes the join). Also `python -c "import
-                               monitor.app"` alone: the interpreter and imports.
+                               monitor.service.app"` alone: the interpreter and imports.
 
 --smoke runs every scenario tiny and once (well under a minute); the figures are meaningless, it
 only shows the harness works (tests/test_bench_smoke.py runs it).
@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.fetch_max_wait is None:
-        from monitor.config import SourceSettings
+        from monitor.service.config import SourceSettings
 
         args.fetch_max_wait = float(SourceSettings().fetch_max_wait)
     return args

@@ -349,7 +349,7 @@ class Bench:
             self.figure("startup_group_join_seconds", "s").add(assigned - running, load)
             self.figure("startup_to_ready_seconds", "s").add(ready - daemon.spawned, load)
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import monitor.app"], check=True, env=env_base)
+            subprocess.run([sys.executable, "-c", "import monitor.service.app"], check=True, env=env_base)
             self.figure("startup_imports_seconds", "s").add(time.perf_counter() - started, load)
             self.say(f"run {run}: running after {running - daemon.spawned:.2f} s, group join "
                      f"{assigned - running:.2f} s, ready after {ready - daemon.spawned:.2f} s")

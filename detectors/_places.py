@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from monitor.alerts import utc
-from monitor.geoip import Location
+from monitor.contract.alerts import utc
+from monitor.places.geoip import Location
 
 EARTH_RADIUS_KM = 6371.0088
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from monitor.accounts.model import Restriction
-from monitor.alerts import Alert
-from monitor.events import PortalEvent
-from monitor.networks import NetworkMap
-from monitor.sessions import AccountState, SessionTable
+from monitor.contract.accounts import Restriction
+from monitor.contract.alerts import Alert
+from monitor.contract.events import PortalEvent
+from monitor.places.networks import NetworkMap
+from monitor.state.sessions import AccountState, SessionTable
 
 if TYPE_CHECKING:
-    from monitor.geo import GeoServices
+    from monitor.places.geo import GeoServices
 
 # A pseudo event type a detector may list in `event_types`: it is then called with each
 # page_view that changed its session's IP address (or opened a session not seen logging in),

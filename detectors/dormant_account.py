@@ -12,10 +12,10 @@ from typing import Literal
 
 import msgspec
 
-from monitor import policy
-from monitor.accounts.model import Account, DormancyMark
-from monitor.alerts import Alert, new_alert, utc
-from monitor.durations import Seconds
+from monitor.contract import policy
+from monitor.contract.accounts import Account, DormancyMark
+from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.durations import Seconds
 
 DAY = 86400.0
 Severity = Literal["low", "medium", "high", "critical"]

@@ -14,11 +14,11 @@ from typing import Literal
 import msgspec
 
 from detectors.base import Detector, DetectorContext
-from monitor import policy
-from monitor.accounts.model import LoginAttempt, newest_restrictions
-from monitor.alerts import Alert, new_alert, utc
-from monitor.events import PortalEvent
-from monitor.sessions import AccountState
+from monitor.contract import policy
+from monitor.contract.accounts import LoginAttempt, newest_restrictions
+from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.events import PortalEvent
+from monitor.state.sessions import AccountState
 
 DAY = 86400.0
 

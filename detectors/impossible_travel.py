@@ -8,11 +8,11 @@ import msgspec
 
 from detectors._places import distance_km, duration, place_evidence, where
 from detectors.base import IP_CHANGED, Detector, DetectorContext
-from monitor import policy
-from monitor.alerts import Alert, new_alert, utc
-from monitor.events import PortalEvent
-from monitor.geoip import Location
-from monitor.sessions import AccountState
+from monitor.contract import policy
+from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.events import PortalEvent
+from monitor.places.geoip import Location
+from monitor.state.sessions import AccountState
 
 Severity = Literal["low", "medium", "high", "critical"]
 

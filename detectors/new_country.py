@@ -11,12 +11,12 @@ import msgspec
 
 from detectors._places import where
 from detectors.base import Detector, DetectorContext
-from monitor import policy
-from monitor.alerts import Alert, new_alert, utc
-from monitor.durations import Seconds
-from monitor.events import PortalEvent
-from monitor.interning import Interner
-from monitor.sessions import AccountState
+from monitor.contract import policy
+from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.durations import Seconds
+from monitor.contract.events import PortalEvent
+from monitor.state.interning import Interner
+from monitor.state.sessions import AccountState
 
 Severity = Literal["low", "medium", "high", "critical"]
 

@@ -14,7 +14,7 @@ from detectors.revoked_access_use import RevokedAccessUse
 from detectors.simultaneous_logins import SimultaneousLogins
 
 # id -> detector class. A new detector adds one line here and one settings field in
-# `monitor.config.DetectorSettings` under the same id.
+# `monitor.service.config.DetectorSettings` under the same id.
 DETECTORS: dict[str, Callable[[Any, DetectorContext], Detector]] = {
     SimultaneousLogins.id: SimultaneousLogins,
     ImpossibleTravel.id: ImpossibleTravel,

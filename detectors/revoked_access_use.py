@@ -7,11 +7,11 @@ from typing import Literal
 import msgspec
 
 from detectors.base import Detector, DetectorContext
-from monitor.accounts.model import newest_restrictions
-from monitor import policy
-from monitor.alerts import Alert, new_alert, utc
-from monitor.events import PortalEvent
-from monitor.sessions import AccountState
+from monitor.contract.accounts import newest_restrictions
+from monitor.contract import policy
+from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.events import PortalEvent
+from monitor.state.sessions import AccountState
 
 WHAT = {"revoked": "access was revoked", "disabled": "account was disabled"}
 

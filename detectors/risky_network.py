@@ -8,11 +8,11 @@ import msgspec
 
 from detectors._places import place_evidence, where
 from detectors.base import IP_CHANGED, Detector, DetectorContext
-from monitor import policy
-from monitor.alerts import Alert, new_alert, utc
-from monitor.events import PortalEvent
-from monitor.risky import KIND_TEXT
-from monitor.sessions import AccountState
+from monitor.contract import policy
+from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.events import PortalEvent
+from monitor.places.risky import KIND_TEXT
+from monitor.state.sessions import AccountState
 
 SeverityOrOff = Literal["off", "low", "medium", "high", "critical"]
 

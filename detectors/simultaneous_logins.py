@@ -7,10 +7,10 @@ from typing import Literal
 import msgspec
 
 from detectors.base import Detector, DetectorContext
-from monitor import policy
-from monitor.alerts import Alert, new_alert, utc
-from monitor.events import PortalEvent
-from monitor.sessions import AccountState, Session
+from monitor.contract import policy
+from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.events import PortalEvent
+from monitor.state.sessions import AccountState, Session
 
 
 class SimultaneousLoginsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

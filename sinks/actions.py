@@ -16,8 +16,9 @@ from typing import IO
 import msgspec
 
 from detectors.dormant_account import dormancy_reason
-from monitor.alerts import Alert
-from monitor.engine import Findings
+from monitor.contract.alerts import Alert
+from monitor.engine.findings import Findings
+from monitor.contract.settings import Section
 
 SCHEMA = "portal.action/v1"
 DISABLE_ACCOUNT = "disable_account"
@@ -131,3 +132,10 @@ class FileActions:
         if self._out is not None:
             self._out.close()
             self._out = None
+
+
+class ActionsSinkSettings(Section):
+    """`portal.action/v1` events for the portal to act on (disable a dormant account), on Kafka."""
+
+    enabled: bool = True
+    topic: str = "portal.actions"

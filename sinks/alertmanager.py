@@ -16,9 +16,11 @@ from datetime import datetime, timezone
 import aiohttp
 import msgspec
 
-from monitor.config import AlertmanagerSinkSettings
 from sinks.http_client import client_session
 from sinks.outbound import OutboundAlert
+from monitor.contract.settings import Section
+from monitor.contract.durations import Seconds
+from monitor.contract.alerts import Severity
 
 
 class DeliveryRefused(Exception):
@@ -86,3 +88,23 @@ class AlertmanagerSink:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class AlertmanagerSinkSettings(Section):
+    """Alerts to Prometheus Alertmanager's API v2 (`POST {url}/api/v2/alerts`)."""
+
+    enabled: bool = False
+    min_severity: Severity = "low"
+    url: str = "http://127.0.0.1:9093"
+    generator_url: str = ""
+    """Base URL of the responder API or UI; `{generator_url}/alerts/{alert_id}` goes into generatorURL."""
+    resolve_after: Seconds = Seconds(3600)
+    """Alertmanager keeps the alert firing this long after delivery (endsAt), then resolves it."""
+    bearer_token: str = ""
+    bearer_token_file: str = ""
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    tls_verify: bool = True
+    timeout: Seconds = Seconds(10)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from monitor.alerts import SEVERITY_RANK, Alert
-from monitor.engine import Findings
+from monitor.contract.alerts import SEVERITY_RANK, Alert
+from monitor.engine.findings import Findings
 
 
 class Sink(Protocol):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from monitor.engine import Findings
+from monitor.engine.findings import Findings
 
 
 class FileDeadLetters:

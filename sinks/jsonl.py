@@ -7,8 +7,10 @@ from typing import IO
 
 import msgspec
 
-from monitor.engine import Findings
+from monitor.engine.findings import Findings
 from sinks.base import at_least
+from monitor.contract.settings import Section
+from monitor.contract.alerts import Severity
 
 
 class JsonlAlertSink:
@@ -35,3 +37,9 @@ class JsonlAlertSink:
         if self._out is not None and self.path != "-":
             self._out.close()
         self._out = None
+
+
+class JsonlSinkSettings(Section):
+    enabled: bool = False
+    path: str = "-"
+    min_severity: Severity = "low"

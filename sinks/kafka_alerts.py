@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 
 from sinks.outbound import OutboundAlert
+from monitor.contract.settings import Section
+from monitor.contract.durations import Seconds
+from monitor.contract.alerts import Severity
 
 
 class KafkaAlertSink:
@@ -41,3 +44,12 @@ class KafkaAlertSink:
     async def close(self) -> None:
         if self.owns_producer:
             await self.producer.stop()
+
+
+class KafkaAlertSinkSettings(Section):
+    """Alerts to a Kafka topic, key = account_id; connection, TLS and SASL from [kafka]."""
+
+    enabled: bool = False
+    min_severity: Severity = "low"
+    topic: str = "portal.alerts"
+    timeout: Seconds = Seconds(30)

@@ -13,8 +13,10 @@ import ssl
 
 import aiomqtt
 
-from monitor.config import MqttSinkSettings
 from sinks.outbound import OutboundAlert
+from monitor.contract.settings import Section
+from monitor.contract.durations import Seconds
+from monitor.contract.alerts import Severity
 
 
 class MqttAlertSink:
@@ -84,3 +86,24 @@ class MqttAlertSink:
     async def close(self) -> None:
         if self._client is not None:
             await self._drop(self._client)
+
+
+class MqttSinkSettings(Section):
+    """Alerts to an MQTT broker on `{topic_prefix}/{severity}/{detector}`, QoS 1 (delivered once PUBACK'd)."""
+
+    enabled: bool = False
+    min_severity: Severity = "low"
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "portal-monitor"
+    topic_prefix: str = "portal-monitor/alerts"
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    tls_check_hostname: bool = True
+    keepalive: int = 60
+    timeout: Seconds = Seconds(10)

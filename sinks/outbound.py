@@ -1,7 +1,7 @@
 """Alerts on their way to an external sink (MQTT, Kafka, webhook, Alertmanager).
 
 A *publisher* sends one alert and returns only once the far side acknowledged it (or raises).
-Live, publishers are driven by their outbox relay (`monitor.outbox`); without PostgreSQL (a
+Live, publishers are driven by their outbox relay (`monitor.delivery.outbox`); without PostgreSQL (a
 replay), `DirectAlertSink` puts one behind the ordinary `Sink` protocol.
 """
 
@@ -12,8 +12,8 @@ from typing import Protocol
 
 import msgspec
 
-from monitor.alerts import Alert
-from monitor.engine import Findings
+from monitor.contract.alerts import Alert
+from monitor.engine.findings import Findings
 from sinks.base import at_least
 
 

@@ -6,7 +6,7 @@ batch changes nothing.
 
 It is also the durable point of delivery: in the same transaction, one outbox row per alert
 and external sink that wants it (by minimum severity), which that sink's relay
-(`monitor.outbox`) publishes; repeats grouped by the alert gate (recorded once each, the first
+(`monitor.delivery.outbox`) publishes; repeats grouped by the alert gate (recorded once each, the first
 alert's count and last-seen updated); silenced alerts (stored with status `silenced`, no outbox
 row). The pipeline commits Kafka offsets only after this transaction.
 """
@@ -17,9 +17,11 @@ from typing import Callable, Sequence
 
 import msgspec
 
-from monitor.alerts import SEVERITY_RANK, utc
-from monitor.engine import Findings
+from monitor.contract.alerts import SEVERITY_RANK, utc
+from monitor.engine.findings import Findings
 from sinks.base import at_least
+from monitor.contract.settings import Section
+from monitor.contract.alerts import Severity
 
 INSERT_ALERT = """
 INSERT INTO alerts (alert_id, detector, severity, account_id, ts, detected_at, session_ids,
@@ -158,3 +160,8 @@ class PostgresSink:
 
     async def close(self) -> None:
         pass
+
+
+class PostgresSinkSettings(Section):
+    enabled: bool = True
+    min_severity: Severity = "low"

@@ -17,9 +17,11 @@ import hashlib
 import hmac
 import time
 
-from monitor.config import WebhookSinkSettings
 from sinks.http_client import client_session
 from sinks.outbound import OutboundAlert
+from monitor.contract.settings import Section
+from monitor.contract.durations import Seconds
+from monitor.contract.alerts import Severity
 
 SIGNATURE_HEADER = "X-Portal-Monitor-Signature"
 TIMESTAMP_HEADER = "X-Portal-Monitor-Timestamp"
@@ -77,3 +79,16 @@ class WebhookAlertSink:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class WebhookSinkSettings(Section):
+    """Alerts as a signed JSON POST: `X-Portal-Monitor-Signature: sha256=HMAC(secret, "{timestamp}.{body}")`."""
+
+    enabled: bool = False
+    min_severity: Severity = "low"
+    url: str = ""
+    secret: str = ""
+    secret_file: str = ""
+    ca_file: str = ""
+    tls_verify: bool = True
+    timeout: Seconds = Seconds(10)

@@ -18,9 +18,9 @@ from monitor import store
 from monitor.accounts.memory import MemoryRegistry
 from monitor.accounts.postgres import PostgresRegistry
 from monitor.accounts.registry import import_roster_file
-from monitor.config import PostgresSettings, load_settings
-from monitor.metrics import Metrics
-from monitor.offline import build_offline_pipeline, start_offline
+from monitor.service.config import PostgresSettings, load_settings
+from monitor.support.metrics import Metrics
+from monitor.service.offline import build_offline_pipeline, start_offline
 from sinks.postgres import PostgresSink
 from tests.test_detector_cases import FOLDERS, Collect, replay_case
 
@@ -162,7 +162,7 @@ async def test_account_lookups_are_planned_for_the_ids_asked_not_once_for_all(po
     batch at 20,000 accounts and growing with the table. Planned for the actual ids it is a
     hashed filter or, once the table is large, index lookups (`plan_cache_mode` in
     monitor.store.connect)."""
-    from monitor.accounts.model import AccountActivity
+    from monitor.contract.accounts import AccountActivity
     from monitor.accounts.postgres import FETCH
 
     pool = await connect(postgres_dsn)

@@ -6,9 +6,9 @@ import heapq
 import json
 import random
 
-from monitor.config import load_settings
-from monitor.sessions import ExpirySchedule, OneSession
-from monitor.shards import build_shard
+from monitor.service.config import load_settings
+from monitor.state.sessions import ExpirySchedule, OneSession
+from monitor.service.shards import build_shard
 
 
 def event(n: int, kind: str, session_id: str) -> tuple[int, bytes]:

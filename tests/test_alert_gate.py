@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from monitor.alert_gate import AlertGate, Silence, silences_from_settings
-from monitor.alerts import new_alert
-from monitor.config import load_settings
-from monitor.engine import Findings, FlaggedSession
-from monitor.sessions import Session
+from monitor.alerting.gate import AlertGate, Silence, silences_from_settings
+from monitor.contract.alerts import new_alert
+from monitor.service.config import load_settings
+from monitor.engine.findings import Findings, FlaggedSession
+from monitor.state.sessions import Session
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc).timestamp()
 

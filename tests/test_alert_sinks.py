@@ -20,12 +20,12 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from monitor import store
-from monitor.alert_gate import AlertGate, Silence
-from monitor.alerts import new_alert
-from monitor.config import AlertmanagerSinkSettings, DeliverySettings, MqttSinkSettings, WebhookSinkSettings
-from monitor.engine import Findings
-from monitor.metrics import Metrics
-from monitor.outbox import OutboxRelay, backoff
+from monitor.alerting.gate import AlertGate, Silence
+from monitor.contract.alerts import new_alert
+from monitor.service.config import AlertmanagerSinkSettings, DeliverySettings, MqttSinkSettings, WebhookSinkSettings
+from monitor.engine.findings import Findings
+from monitor.support.metrics import Metrics
+from monitor.delivery.outbox import OutboxRelay, backoff
 from sinks.alertmanager import AlertmanagerSink
 from sinks.kafka_alerts import KafkaAlertSink
 from sinks.mqtt import MqttAlertSink

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from monitor.config import ConfigError, load_settings, masked
+from monitor.service.config import ConfigError, load_settings, masked
 
 
 def test_defaults_need_no_file():

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from monitor.config import load_settings
+from monitor.service.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from monitor.config import load_settings
+from monitor.service.config import load_settings
 
 K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 VERSION = "1.30.0"

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 
 import msgspec
 
-from monitor.events import PortalEvent
+from monitor.contract.events import PortalEvent
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent

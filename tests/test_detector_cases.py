@@ -33,11 +33,11 @@ import pytest
 import structlog
 
 from detectors.registry import detector_ids
-from monitor.config import load_settings
-from monitor.engine import Findings
-from monitor.geoip_demo import write_databases
-from monitor.metrics import Metrics
-from monitor.offline import build_offline_pipeline, start_offline
+from monitor.service.config import load_settings
+from monitor.engine.findings import Findings
+from monitor.places.geoip_demo import write_databases
+from monitor.support.metrics import Metrics
+from monitor.service.offline import build_offline_pipeline, start_offline
 
 CASES = Path(__file__).parent / "detector_cases"
 FIELDS = ("detector", "account_id", "severity", "session_ids")

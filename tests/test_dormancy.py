@@ -14,11 +14,11 @@ from aiokafka.partitioner import murmur2
 
 from detectors.base import DetectorContext
 from detectors.revoked_access_use import RevokedAccessUse, RevokedAccessUseSettings
-from monitor.accounts.model import Restriction, key_hash
-from monitor.config import ConfigError, load_settings
-from monitor.networks import NetworkMap
-from monitor.sessions import SessionTable
-from monitor.shards import build_shard
+from monitor.contract.accounts import Restriction, key_hash
+from monitor.service.config import ConfigError, load_settings
+from monitor.places.networks import NetworkMap
+from monitor.state.sessions import SessionTable
+from monitor.service.shards import build_shard
 from sinks.actions import action_id
 
 DAY = 86400.0

@@ -21,8 +21,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from monitor.app import build_service
-from monitor.config import load_settings
+from monitor.service.app import build_service
+from monitor.service.config import load_settings
 
 pytestmark = pytest.mark.integration
 DAY = 86400.0

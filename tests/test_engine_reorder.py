@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from monitor.config import load_settings
-from monitor.shards import build_shard
+from monitor.service.config import load_settings
+from monitor.service.shards import build_shard
 
 
 def record(offset: int, second: int, account: str = "staff-1") -> tuple[int, bytes]:

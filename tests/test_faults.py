@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from monitor.accounts.model import key_hash
-from monitor.config import load_settings
-from monitor.shards import build_shard
+from monitor.contract.accounts import key_hash
+from monitor.service.config import load_settings
+from monitor.service.shards import build_shard
 from tests.support.daemon import Daemon, create_topic, fetch, produce, wait_until
 
 pytestmark = pytest.mark.integration
@@ -321,7 +321,7 @@ async def test_burst_while_the_store_is_down_pauses_consumption_with_bounded_mem
 
 async def test_without_checkpoints_each_delivered_batch_commits_its_own_offsets(kafka_broker, postgres_dsn):
     """checkpoint.enabled = false: the delivery of each batch (running beside the next batch,
-    monitor.service) commits that batch's offsets, never the next one's. Killed mid-stream, every
+    monitor.service.lifecycle) commits that batch's offsets, never the next one's. Killed mid-stream, every
     alert raised by a record below a committed offset is already stored. (Without checkpoints a
     restart starts with empty state, so a second login whose first session was committed before
     is not recognised: that is what checkpoints are for, and not asserted here.)"""

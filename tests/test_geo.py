@@ -1,6 +1,6 @@
 """GeoIP enrichment, risky-network lists, shared networks and the location detectors' state.
 
-Every database here is written by the test with mmdb-writer (monitor.geoip_demo); nothing is
+Every database here is written by the test with mmdb-writer (monitor.places.geoip_demo); nothing is
 downloaded.
 """
 
@@ -16,14 +16,14 @@ import msgspec
 import pytest
 import structlog
 
-from monitor.cli import main
-from monitor.config import load_settings
-from monitor.geo import GeoServices
-from monitor.geoip import GeoIP
-from monitor.geoip_demo import SAMPLE_NETWORKS, NetworkRecord, write_databases
-from monitor.risky import RiskyNetworks
-from monitor.shards import build_shard
-from monitor.shared_networks import SKETCH_SIZE, SharedNetworks, Sighting, account_hash, egress_key, estimate
+from monitor.commands.cli import main
+from monitor.service.config import load_settings
+from monitor.places.geo import GeoServices
+from monitor.places.geoip import GeoIP
+from monitor.places.geoip_demo import SAMPLE_NETWORKS, NetworkRecord, write_databases
+from monitor.places.risky import RiskyNetworks
+from monitor.service.shards import build_shard
+from monitor.places.shared_networks import SKETCH_SIZE, SharedNetworks, Sighting, account_hash, egress_key, estimate
 
 from tests.test_detector_cases import CASES, run_case
 
@@ -373,7 +373,7 @@ def test_geoip_write_demo_and_lookup(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_config_rejects_a_risky_list_without_entries() -> None:
-    from monitor.config import ConfigError
+    from monitor.service.config import ConfigError
 
     with pytest.raises(ConfigError, match="needs a file or entries"):
         load_settings(None, environ={"PORTAL_MONITOR_NETWORKS__RISKY": '[{name = "x", kind = "tor"}]'})

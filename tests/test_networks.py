@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from monitor.networks import NetworkMap
+from monitor.places.networks import NetworkMap
 
 
 def reference(ip: str) -> str | None:

@@ -14,13 +14,17 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from monitor import api, responder, store
-from monitor.cli import main
-from monitor.config import load_settings
-from monitor.housekeeping import load_silences
-from monitor.alert_gate import AlertGate
-from monitor.metrics import Metrics
-from monitor.shards import build_shard
+from monitor import store
+
+from monitor.response import api
+
+from monitor.response import queries as responder
+from monitor.commands.cli import main
+from monitor.service.config import load_settings
+from monitor.service.housekeeping import load_silences
+from monitor.alerting.gate import AlertGate
+from monitor.support.metrics import Metrics
+from monitor.service.shards import build_shard
 from sinks.postgres import PostgresSink
 
 pytestmark = pytest.mark.integration

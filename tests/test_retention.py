@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from monitor import store
-from monitor.retention import purge
+from monitor.store.retention import purge
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2027, 6, 1, tzinfo=timezone.utc)

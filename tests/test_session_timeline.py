@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from monitor.config import load_settings
-from monitor.sessions import ViewedItem
-from monitor.shards import build_shard
+from monitor.service.config import load_settings
+from monitor.state.sessions import ViewedItem
+from monitor.service.shards import build_shard
 
 
 def view(n: int, resource: str, action: str = "view") -> tuple[int, bytes]:

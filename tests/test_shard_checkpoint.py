@@ -9,8 +9,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from monitor.config import load_settings
-from monitor.shards import build_shard
+from monitor.service.config import load_settings
+from monitor.service.shards import build_shard
 
 CASES = Path(__file__).parent / "detector_cases"
 

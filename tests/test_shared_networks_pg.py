@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from monitor import shared_networks
-from monitor.shared_networks import SharedNetworks
+from monitor.places import shared_networks
+from monitor.places.shared_networks import SharedNetworks
 
 asyncpg = pytest.importorskip("asyncpg")
 pytestmark = pytest.mark.integration

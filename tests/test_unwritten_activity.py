@@ -12,11 +12,11 @@ import pytest
 
 from detectors.registry import detector_ids
 from monitor.accounts.memory import MemoryRegistry
-from monitor.accounts.model import Account, AccountActivity
+from monitor.contract.accounts import Account, AccountActivity
 from monitor.accounts.unwritten import UnwrittenActivity
-from monitor.config import load_settings
-from monitor.metrics import Metrics
-from monitor.offline import build_offline_pipeline
+from monitor.service.config import load_settings
+from monitor.support.metrics import Metrics
+from monitor.service.offline import build_offline_pipeline
 
 DAY = 86400.0
 T0 = datetime(2025, 9, 1, 8, 0, tzinfo=timezone.utc).timestamp()

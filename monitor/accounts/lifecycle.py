@@ -36,10 +36,12 @@ import structlog
 
 from detectors.dormant_account import DormantAccount, DormantAccountSettings
 from detectors.dormant_account_login import DormantAccountLoginSettings, idle_login_alert
-from monitor.accounts.model import RESTRICTED, Account, AccountActivity, LoginAttempt, Restriction, Spell
+from monitor.contract.accounts import RESTRICTED, Account, AccountActivity, LoginAttempt, Restriction, Spell
 from monitor.accounts.registry import AccountRegistry
 from monitor.accounts.unwritten import UnwrittenActivity
-from monitor.engine import NO_WATERMARK, Findings, ShardClock
+from monitor.engine.findings import NO_WATERMARK, Findings, ShardClock
+from monitor.contract.settings import Section
+from monitor.contract.durations import Seconds
 
 log = structlog.get_logger("monitor.accounts.lifecycle")
 # What began an idle spell inside a batch, as the registry field it would set.
@@ -336,3 +338,15 @@ class AccountLifecycle:
             return
         self._gauge_at = now
         self.metrics.dormant_accounts.set(await self.registry.count("dormant", sorted(self._owned), self.partitions))
+
+
+class AccountSettings(Section):
+    """The account registry in PostgreSQL (`run`): every account seen or imported, and its status."""
+
+    registry: bool = True
+    write_every: Seconds = Seconds(1)
+    """How often the activity of delivered batches (logins, page views) is written to the
+    registry, one row per account; status changes and dormancy marks are written at once, and
+    everything before each checkpoint. 0 writes every batch."""
+    write_limit: int = 100_000
+    """Accounts with unwritten activity that start a write whatever the time."""

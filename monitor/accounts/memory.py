@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 import msgspec
 
-from monitor.accounts.model import (
+from monitor.contract.accounts import (
     RESTRICTED,
     Account,
     AccountActivity,

@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Sequence
 import msgspec
 
 from monitor.accounts.memory import Counts, final_changes
-from monitor.accounts.model import Account, AccountActivity, DormancyMark, Restriction, StatusChange, key_hash
+from monitor.contract.accounts import Account, AccountActivity, DormancyMark, Restriction, StatusChange, key_hash
 from monitor.accounts.roster import Rejections, RosterRow
 
 

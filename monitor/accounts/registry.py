@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Protocol, Sequence
 
-from monitor.accounts.model import Account, AccountActivity, DormancyMark, Restriction, StatusChange
+from monitor.contract.accounts import Account, AccountActivity, DormancyMark, Restriction, StatusChange
 from monitor.accounts.roster import Rejections, RosterRow
 
 

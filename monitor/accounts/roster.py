@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import msgspec
 
-from monitor.accounts.model import STATUSES, key_hash
+from monitor.contract.accounts import STATUSES, key_hash
 
 COLUMNS: tuple[str, ...] = ("account_id", "portal", "role", "created_at", "last_login_at", "status")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("reason",)

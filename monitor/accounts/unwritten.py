@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from monitor.accounts.memory import apply_activity
-from monitor.accounts.model import Account, AccountActivity, key_hash, later_of
+from monitor.contract.accounts import Account, AccountActivity, key_hash, later_of
 
 
 class UnwrittenActivity:

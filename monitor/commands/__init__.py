@@ -1,1 +1,1 @@
-"""Command groups of the `portal-monitor` CLI, one module each (see `monitor.cli`)."""
+"""Command groups of the `portal-monitor` CLI, one module each (see `monitor.commands.cli`)."""

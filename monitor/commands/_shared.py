@@ -15,14 +15,14 @@ from typing import Any, Iterable, Sequence
 
 import msgspec
 
-from monitor.config import load_settings
+from monitor.service.config import load_settings
 
 FORMATS = ("table", "json", "csv")
 _json = msgspec.json.Encoder(enc_hook=str)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    from monitor.cli import add_config_argument
+    from monitor.commands.cli import add_config_argument
 
     add_config_argument(parser)
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
@@ -113,8 +113,8 @@ async def run_with_store(args: argparse.Namespace, action) -> int:
     unreachable store exit 1, each with one line on stderr."""
     import asyncpg
 
-    from monitor import responder
-    from monitor.logging import configure_logging
+    from monitor.response import queries as responder
+    from monitor.support.logging import configure_logging
 
     configure_logging("warning")
     try:

@@ -11,14 +11,14 @@ from datetime import datetime, timezone
 
 import msgspec
 
-from monitor.accounts.model import STATUSES, Account
-from monitor.config import load_settings
+from monitor.contract.accounts import STATUSES, Account
+from monitor.service.config import load_settings
 
 DAY = 86400.0
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    from monitor.cli import add_config_argument
+    from monitor.commands.cli import add_config_argument
 
     parser = subcommands.add_parser(
         "accounts",
@@ -73,7 +73,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 async def _registry(args: argparse.Namespace):
     from monitor import store
     from monitor.accounts.postgres import PostgresRegistry
-    from monitor.logging import configure_logging
+    from monitor.support.logging import configure_logging
 
     settings = load_settings(args.config)
     configure_logging("warning", settings.logging.format)  # stdout is for the command's output
@@ -91,7 +91,7 @@ async def _connected(args: argparse.Namespace):
     try:
         return await _registry(args), None
     except (OSError, Exception) as error:  # noqa: B014 - asyncpg raises many kinds
-        from monitor.config import ConfigError
+        from monitor.service.config import ConfigError
 
         if isinstance(error, ConfigError):
             raise

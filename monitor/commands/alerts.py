@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitor import responder
-from monitor.alerts import SEVERITIES
+from monitor.response import queries as responder
+from monitor.contract.alerts import SEVERITIES
 from monitor.commands._shared import (
     actor, add_actor_argument, add_common_arguments, print_fields, print_json, print_rows, run_with_store,
 )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from monitor.config import load_settings, masked
+from monitor.service.config import load_settings, masked
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    from monitor.cli import add_config_argument
+    from monitor.commands.cli import add_config_argument
 
     parser = subcommands.add_parser(
         "check-config",

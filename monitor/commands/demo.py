@@ -18,7 +18,7 @@ import msgspec
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    from monitor.cli import add_config_argument
+    from monitor.commands.cli import add_config_argument
 
     parser = subcommands.add_parser(
         "demo",
@@ -43,16 +43,16 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 async def demo(args: argparse.Namespace) -> int:
     from detectors.registry import detector_ids
     from monitor import store
-    from monitor.config import load_settings
+    from monitor.service.config import load_settings
     from monitor.demo.embedded import start_embedded_postgres
     from monitor.demo.school_day import generate_with_incidents, write_jsonl
     from monitor.demo.world import COUNCIL_NETWORK
-    from monitor.http import HttpServer, build_app
-    from monitor.logging import configure_logging
+    from monitor.service.http import HttpServer, build_app
+    from monitor.support.logging import configure_logging
     from monitor.accounts.postgres import PostgresRegistry
-    from monitor.metrics import Metrics
-    from monitor.offline import build_offline_pipeline, start_offline
-    from monitor.sources.files import JsonlEventFile
+    from monitor.support.metrics import Metrics
+    from monitor.service.offline import build_offline_pipeline, start_offline
+    from monitor.ingest.sources.files import JsonlEventFile
     from sinks.dead_letters import FileDeadLetters
     from sinks.postgres import PostgresSink
 
@@ -136,9 +136,9 @@ def use_demo_geoip(settings, folder: Path) -> None:
     and since the demo covers days, not weeks, an account has its new-country baseline after
     one login instead of waiting 14 days.
     """
-    from monitor.config import RiskyListSettings
+    from monitor.service.config import RiskyListSettings
     from monitor.demo.world import NETWORKS, networks_of_kind
-    from monitor.geoip_demo import write_databases
+    from monitor.places.geoip_demo import write_databases
 
     if settings.geoip.city_db:
         return

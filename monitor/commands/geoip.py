@@ -7,11 +7,11 @@ import json
 
 import msgspec
 
-from monitor.config import load_settings
+from monitor.service.config import load_settings
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    from monitor.cli import add_config_argument
+    from monitor.commands.cli import add_config_argument
 
     parser = subcommands.add_parser(
         "geoip",
@@ -41,7 +41,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def lookup_ips(args: argparse.Namespace) -> int:
-    from monitor.geo import GeoServices
+    from monitor.places.geo import GeoServices
 
     geo = GeoServices.from_settings(load_settings(args.config))
     for ip in args.ips:
@@ -60,7 +60,7 @@ def lookup_ips(args: argparse.Namespace) -> int:
 
 
 def write_demo(args: argparse.Namespace) -> int:
-    from monitor.geoip_demo import main
+    from monitor.places.geoip_demo import main
 
     argv = [args.directory] + (["--records", args.records] if args.records else [])
     return main(argv)

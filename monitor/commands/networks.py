@@ -20,14 +20,14 @@ from typing import Any
 
 import msgspec
 
-from monitor.config import load_settings
-from monitor.shared_networks import NetworkEntry
+from monitor.service.config import load_settings
+from monitor.places.shared_networks import NetworkEntry
 
 REPLAY_BATCH = 5000
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    from monitor.cli import add_config_argument
+    from monitor.commands.cli import add_config_argument
 
     parser = subcommands.add_parser(
         "networks",
@@ -64,8 +64,8 @@ def list_networks(args: argparse.Namespace) -> Any:
 
 
 def _replay(settings: Any, path: str) -> tuple[list[NetworkEntry], Any]:
-    from monitor.geo import GeoServices
-    from monitor.shards import build_shard
+    from monitor.places.geo import GeoServices
+    from monitor.service.shards import build_shard
 
     geo = GeoServices.from_settings(settings)
     shard = build_shard(settings, partition=0, geo=geo)
@@ -89,8 +89,8 @@ def _replay(settings: Any, path: str) -> tuple[list[NetworkEntry], Any]:
 async def _from_database(args: argparse.Namespace, settings: Any) -> int:
     import asyncpg
 
-    from monitor import shared_networks
-    from monitor.geo import GeoServices
+    from monitor.places import shared_networks
+    from monitor.places.geo import GeoServices
 
     config = settings.postgres
     try:

@@ -7,12 +7,12 @@ import asyncio
 import signal
 import sys
 
-from monitor.config import load_settings
-from monitor.logging import configure_logging
+from monitor.service.config import load_settings
+from monitor.support.logging import configure_logging
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    from monitor.cli import add_config_argument
+    from monitor.commands.cli import add_config_argument
 
     parser = subcommands.add_parser(
         "repartition",
@@ -32,11 +32,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 async def repartition(args: argparse.Namespace) -> int:
-    from monitor.repartition import Repartitioner
+    from monitor.ingest.repartition import Repartitioner
 
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)
-    relay = Repartitioner(settings, args.raw_topic, args.group_id, settings.source.batch_max_records)
+    relay = Repartitioner(settings.kafka, settings.source, args.raw_topic, args.group_id, settings.source.batch_max_records)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relay.stop_requested.set)

@@ -16,19 +16,19 @@ import time
 
 from detectors.registry import detector_ids
 from monitor.accounts.roster import RosterError
-from monitor.alert_gate import build_gate
-from monitor.config import load_settings
-from monitor.metrics import Metrics
-from monitor.offline import build_offline_pipeline, start_offline
-from monitor.runtime import tune_garbage_collector
-from monitor.sources.files import JsonlEventFile
+from monitor.alerting.gate import build_gate
+from monitor.service.config import load_settings
+from monitor.support.metrics import Metrics
+from monitor.service.offline import build_offline_pipeline, start_offline
+from monitor.service.runtime import tune_garbage_collector
+from monitor.ingest.sources.files import JsonlEventFile
 from sinks.actions import FileActions
 from sinks.dead_letters import FileDeadLetters
 from sinks.jsonl import JsonlAlertSink
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    from monitor.cli import add_config_argument
+    from monitor.commands.cli import add_config_argument
 
     parser = subcommands.add_parser(
         "replay",
@@ -106,7 +106,7 @@ class Progress:
 
 async def replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    from monitor.logging import configure_logging
+    from monitor.support.logging import configure_logging
 
     configure_logging("warning", settings.logging.format)  # to stderr: stdout may carry the alerts
     try:
@@ -125,7 +125,7 @@ async def replay(args: argparse.Namespace) -> int:
     if args.actions_out:
         sinks.append(FileActions(args.actions_out))
     if args.sinks:
-        from monitor.app import build_publishers
+        from monitor.service.app import build_publishers
         from sinks.outbound import DirectAlertSink
 
         sinks.extend(DirectAlertSink(publisher) for publisher in build_publishers(settings))

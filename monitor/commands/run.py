@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from monitor.config import load_settings
-from monitor.logging import configure_logging
-from monitor.runtime import tune_garbage_collector
+from monitor.service.config import load_settings
+from monitor.support.logging import configure_logging
+from monitor.service.runtime import tune_garbage_collector
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    from monitor.cli import add_config_argument
+    from monitor.commands.cli import add_config_argument
 
     parser = subcommands.add_parser(
         "run",
@@ -26,7 +26,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from monitor.app import build_service
+    from monitor.service.app import build_service
 
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from monitor import responder
+from monitor.response import queries as responder
 from monitor.commands._shared import add_common_arguments, print_fields, print_json, print_rows, run_with_store
 
 LIST_COLUMNS = ("session_id", "account_id", "portal", "opened_at", "closed_at", "close_reason", "ip", "page_views", "alert_ids")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timezone
 
-from monitor import responder
+from monitor.response import queries as responder
 from monitor.commands._shared import actor, add_actor_argument, add_common_arguments, print_json, print_rows, run_with_store
 
 COLUMNS = ("silence_id", "account_id", "detector", "network", "starts_at", "expires_at", "created_by", "reason")

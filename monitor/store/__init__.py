@@ -7,8 +7,9 @@ from importlib import resources
 
 import asyncpg
 import structlog
+from monitor.contract.settings import Section
+from monitor.contract.durations import Seconds
 
-from monitor.config import PostgresSettings, redact_dsn
 
 log = structlog.get_logger("monitor.store")
 MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -73,3 +74,25 @@ async def migrate(pool: asyncpg.Pool) -> list[int]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied_now
+
+
+class PostgresSettings(Section):
+    """The store: alerts, flagged sessions, migrations. TLS via `sslmode=` in the DSN."""
+
+    dsn: str = "postgresql://localhost/portal_monitor"
+    password: str = ""
+    password_file: str = ""
+    pool_min: int = 1
+    pool_max: int = 4
+    connect_timeout: Seconds = Seconds(10)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by `***`, fit for logs and `check-config`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,90 @@
+"""The event contract `portal.event/v1`: one login, logout, page view or account change.
+
+Events are decoded once, with msgspec, straight into `PortalEvent`. The Struct checks the
+types and length limits; the per-type rules of the contract (which fields each type needs,
+a valid IP address) are checked by `monitor.ingest.decode`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+EventType = Literal[
+    "login_succeeded",
+    "login_failed",
+    "logout",
+    "page_view",
+    "session_expired",
+    "account_created",
+    "account_disabled",
+    "account_enabled",
+    "access_revoked",
+    "access_restored",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+Portal = Literal["schools", "parent"]
+PageAction = Literal["view", "download", "print", "export"]
+
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+AccountId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+Resource = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+UserAgent = Annotated[str, msgspec.Meta(max_length=1024)]
+
+# Fields each type must carry, beyond event_id, type, ts and account_id.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "login_succeeded": ("session_id", "ip"),
+    "login_failed": ("ip",),
+    "logout": ("session_id",),
+    "page_view": ("session_id", "resource"),
+    "session_expired": ("session_id",),
+}
+
+
+class PortalEvent(msgspec.Struct, gc=False):
+    """One record of the portal's audit log, as the portal produced it.
+
+    `at` is the event time as Unix seconds. It is never read from the input: the decoder
+    sets it from `ts` so the hot path compares floats, not datetimes.
+    """
+
+    event_id: EventId
+    type: EventType
+    ts: Timestamp
+    account_id: AccountId
+    session_id: ShortText | None = None
+    ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    resource: Resource | None = None
+    portal: Portal | None = None
+    role: ShortText | None = None
+    user_agent: UserAgent | None = None
+    device_id: ShortText | None = None
+    school_id: ShortText | None = None
+    pupil_id: ShortText | None = None
+    action: PageAction = "view"
+    reason: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    actor: ShortText | None = None
+    at: float = msgspec.field(default=0.0, name="__portal_monitor_at")
+
+
+# Why a record was refused (monitor.ingest.decode), each a value of the `reason` metric label.
+REJECTION_REASONS: tuple[str, ...] = (
+    "not_json",
+    "not_object",
+    "unknown_type",
+    "missing_field",
+    "oversized_field",
+    "bad_timestamp",
+    "bad_ip",
+    "bad_field",
+    "future_timestamp",
+    "processing_error",
+)
+
+# What became of a decoded event, each a value of the events metric's `outcome` label.
+OUTCOMES: tuple[str, ...] = ("processed", "late", "duplicate")

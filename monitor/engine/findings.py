@@ -1,0 +1,101 @@
+"""What the engine hands downstream: a batch's findings and the clocks they were found by.
+
+Everything after the shards (the alert gate, delivery, the sinks, the account lifecycle)
+reads these types and nothing else of the engine. They carry a whole `Session` (a flagged
+session's timeline), so they live at the top of the engine rather than in `monitor.contract`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgspec
+
+from monitor.contract.accounts import AccountActivity, DormancyMark, StatusChange
+from monitor.contract.alerts import Alert
+from monitor.state.sessions import Session
+
+NO_WATERMARK = float("-inf")
+
+
+class ShardClock(NamedTuple):
+    """A shard's event-time clock as it stood when a batch was run: what the dormancy sweep
+    reads. Taken then, not read later, because the next batch may already be running while
+    this one is delivered (`monitor.service.lifecycle`)."""
+
+    partition: int
+    watermark: float
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """A rejected record, with where it came from and why, kept whole for inspection."""
+
+    reason: str
+    detail: str
+    partition: int
+    offset: int
+    raw: str
+
+
+class FlaggedSession(msgspec.Struct, kw_only=True):
+    """A session named by an alert, as stored for incident responders."""
+
+    session: Session
+    alert_ids: list[str]
+
+
+class ViewedItemRecord(msgspec.Struct, array_like=True):
+    """A page view in a flagged session, after the flag: the rest of its timeline."""
+
+    session_id: str
+    account_id: str
+    at: float
+    resource: str
+    action: str
+    ip: str | None
+
+
+class Findings:
+    """What one batch produced for the sinks, and for the account registry.
+
+    `account_activity` is the batch's per-account aggregate (one entry per account, updated in
+    place per event), `account_changes` its lifecycle events, `dormancy_marks` what the
+    registry must note once the batch's dormancy alerts were delivered.
+    """
+
+    __slots__ = (
+        "alerts", "flagged_sessions", "viewed_items", "dead_letters",
+        "account_activity", "account_changes", "dormancy_marks",
+    )
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+        self.flagged_sessions: dict[str, FlaggedSession] = {}
+        self.viewed_items: list[ViewedItemRecord] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.account_activity: dict[str, AccountActivity] = {}
+        self.account_changes: list[StatusChange] = []
+        self.dormancy_marks: list[DormancyMark] = []
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters
+            or self.account_activity or self.account_changes or self.dormancy_marks
+        )
+
+    def extend(self, other: "Findings") -> None:
+        self.alerts.extend(other.alerts)
+        self.flagged_sessions.update(other.flagged_sessions)
+        self.viewed_items.extend(other.viewed_items)
+        self.dead_letters.extend(other.dead_letters)
+        activity = self.account_activity
+        for account_id, later in other.account_activity.items():
+            mine = activity.get(account_id)
+            if mine is None:
+                activity[account_id] = later
+            else:
+                mine.merge(later)
+        self.account_changes.extend(other.account_changes)
+        self.dormancy_marks.extend(other.dormancy_marks)
+
+

@@ -1,0 +1,427 @@
+"""The engine: one shard per Kafka partition (one for a replayed file).
+
+A shard owns the state of the accounts in its partition. For each batch it decodes every
+record once, drops redeliveries, holds events in a reorder buffer until the event-time
+watermark (max event time seen minus the allowed lateness) passes them, then runs them in
+event-time order through the session table and the detectors interested in their type.
+Logins, and page views that change their session's IP address, are located by the process's
+`GeoServices` right after the session table saw them and before any detector; detectors that
+list `IP_CHANGED` are called for those page views only.
+Everything here is synchronous: the only awaits are at the edges (sources and sinks).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from typing import Any, Iterable, Sequence
+
+import msgspec
+
+from detectors.base import IP_CHANGED, Detector
+from monitor.contract.accounts import STATUS_EVENTS, AccountActivity, DormancyMark, StatusChange
+from monitor.contract.alerts import Alert
+from monitor.engine.findings import NO_WATERMARK, DeadLetter, FlaggedSession, Findings, ViewedItemRecord
+from monitor.ingest.decode import EventDecoder, Rejection
+from monitor.contract.events import EVENT_TYPES, PortalEvent
+from monitor.state.sessions import AccountState, Session, SessionTable
+from monitor.contract.settings import Section
+from monitor.contract.durations import Seconds
+
+SNAPSHOT_VERSION = 2  # 2: an account's lone session is written as [session] (OneSession); 1 is still read
+
+
+class ShardSnapshot(msgspec.Struct, array_like=True):
+    """A shard's state as checkpointed with its offset: enough to carry on elsewhere.
+
+    The reorder buffer is not in it: the checkpoint's offset is the oldest buffered record, so
+    those records are read again; the recent event ids make the re-read of records that were
+    already processed a no-op.
+    """
+
+    version: int
+    watermark: float
+    max_event_time: float
+    recent_event_ids: list[str]
+    accounts: list[AccountState]
+    detectors: dict[str, msgspec.Raw]
+
+
+class RedeliveryWindow:
+    """The last N event ids seen: a repeated id within the window is a redelivery."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def recent(self) -> list[str]:
+        return list(self._order)
+
+    def load(self, event_ids: list[str]) -> None:
+        self._order = deque(event_ids[-self.size :])
+        self._ids = set(self._order)
+
+    def seen(self, event_id: str) -> bool:
+        """True if `event_id` was seen before; otherwise remember it."""
+        ids = self._ids
+        if event_id in ids:
+            return True
+        ids.add(event_id)
+        order = self._order
+        order.append(event_id)
+        if len(order) > self.size:
+            ids.discard(order.popleft())
+        return False
+
+
+class Shard:
+    """Detection state and event-time clock for the accounts of one partition."""
+
+    def __init__(
+        self,
+        partition: int,
+        *,
+        decoder: EventDecoder,
+        sessions: SessionTable,
+        detectors: Sequence[Detector],
+        allowed_lateness: float,
+        dedup_window: int,
+        max_clock_skew: float = 300.0,
+        geo: Any = None,
+        gap_floor: float = float("inf"),
+    ) -> None:
+        self.partition = partition
+        self.geo = geo  # monitor.places.geo.GeoServices: locates logins and IP changes before detectors run
+        self.decoder = decoder
+        self.sessions = sessions
+        self.detectors = list(detectors)
+        self.allowed_lateness = allowed_lateness
+        self.max_clock_skew = max_clock_skew
+        self.gap_floor = gap_floor  # idle spells at least this long within a batch are noted for dormancy
+        self.redeliveries = RedeliveryWindow(dedup_window)
+        self.max_event_time = NO_WATERMARK
+        self.watermark = NO_WATERMARK
+        self.counts: dict[tuple[str, str], int] = {}
+        self.rejections: dict[str, int] = {}
+        # The reorder buffer, as (at, seq, offset, event): events that arrived in event-time
+        # order (nearly all) queue in `_buffer` at O(1); only the out-of-order ones pay for a
+        # heap, `_stragglers`. Release merges the two by (at, seq), seq being arrival order.
+        self._buffer: deque[tuple[float, int, int, PortalEvent]] = deque()
+        self._stragglers: list[tuple[float, int, int, PortalEvent]] = []
+        self._seq = 0
+        self._next_offset: int | None = None
+        self._findings = Findings()
+        self._dispatch: dict[str, tuple] = {
+            event_type: tuple(d.on_event for d in self.detectors if event_type in d.event_types)
+            for event_type in EVENT_TYPES
+        }
+        self._on_ip_change = tuple(d.on_event for d in self.detectors if IP_CHANGED in d.event_types)
+        self._ticks = tuple(d.on_tick for d in self.detectors if type(d).on_tick is not Detector.on_tick)
+        # The same tables with every call timed into `detector_seconds`, swapped in for a
+        # sampled batch only (`timed(True)`), so ordinary batches pay nothing for the metric.
+        self.detector_seconds: dict[str, float] = {}
+        self._untimed = (self._dispatch, self._on_ip_change, self._ticks)
+        self._with_timers = (
+            {
+                event_type: tuple(self._timer(d.id, d.on_event) for d in self.detectors if event_type in d.event_types)
+                for event_type in EVENT_TYPES
+            },
+            tuple(self._timer(d.id, d.on_event) for d in self.detectors if IP_CHANGED in d.event_types),
+            tuple(self._timer(d.id, d.on_tick) for d in self.detectors if type(d).on_tick is not Detector.on_tick),
+        )
+
+    def _timer(self, detector_id: str, call):
+        seconds = self.detector_seconds
+        clock = time.perf_counter
+
+        def timed_call(*args):
+            started = clock()
+            try:
+                return call(*args)
+            finally:
+                seconds[detector_id] = seconds.get(detector_id, 0.0) + clock() - started
+
+        return timed_call
+
+    def timed(self, on: bool) -> None:
+        """Time every detector call from now on (`on`), or stop; see `detector_seconds`."""
+        self._dispatch, self._on_ip_change, self._ticks = self._with_timers if on else self._untimed
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def process(self, records: Iterable[tuple[int, bytes]]) -> Findings:
+        """Decode, buffer and run one batch of (offset, raw record); what it produced."""
+        decode = self.decoder.decode
+        buffer = self._buffer
+        lateness = self.allowed_lateness
+        max_at = self.max_event_time
+        watermark = self.watermark  # only `advance` moves it, after the loop
+        seq = self._seq
+        horizon = time.time() + self.max_clock_skew
+        offset = None
+        for offset, raw in records:
+            event = decode(raw)
+            if type(event) is Rejection:
+                self._reject(event, offset, raw)
+                continue
+            at = event.at  # type: ignore[union-attr]
+            if at > horizon:
+                self._reject(Rejection("future_timestamp", f"ts {event.ts.isoformat()} is more than {self.max_clock_skew:.0f} s ahead of the clock"), offset, raw)  # type: ignore[union-attr]
+                continue
+            if at > max_at:
+                max_at = at
+            if lateness <= 0 or at < watermark:
+                self._run_guarded(event, offset, late=at < watermark)  # type: ignore[arg-type]
+            else:
+                seq += 1
+                if not buffer or at >= buffer[-1][0]:
+                    buffer.append((at, seq, offset, event))  # type: ignore[arg-type]
+                else:
+                    heapq.heappush(self._stragglers, (at, seq, offset, event))  # type: ignore[misc]
+        if offset is not None:
+            self._next_offset = offset + 1
+        self._seq = seq
+        self.max_event_time = max_at
+        self.advance(max_at - lateness)
+        return self.take_findings()
+
+    def advance(self, watermark: float) -> None:
+        """Move the event-time clock to `watermark` (never back): release, expire, tick."""
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        buffer = self._buffer
+        stragglers = self._stragglers
+        run = self._run_guarded
+        if not stragglers:  # nearly always: events arrived in event-time order
+            popleft = buffer.popleft
+            while buffer and buffer[0][0] <= watermark:
+                _, _, offset, event = popleft()
+                run(event, offset, False)
+        while True:
+            if buffer and buffer[0][0] <= watermark:
+                if stragglers and stragglers[0][:2] < buffer[0][:2]:
+                    item = heapq.heappop(stragglers)
+                else:
+                    item = buffer.popleft()
+            elif stragglers and stragglers[0][0] <= watermark:
+                item = heapq.heappop(stragglers)
+            else:
+                break
+            run(item[3], item[2], False)
+        self.sessions.expire(watermark)
+        for tick in self._ticks:
+            alerts = tick(watermark)
+            if alerts:
+                self._raise(alerts)
+
+    def drain(self) -> Findings:
+        """Release everything still buffered (end of a replayed file, or shutdown)."""
+        newest = [item[0] for item in self._stragglers]
+        if self._buffer:
+            newest.append(self._buffer[-1][0])
+        if newest:
+            self.advance(max(newest))
+        return self.take_findings()
+
+    def take_findings(self) -> Findings:
+        """What the shard produced since the last call, handed over once."""
+        closed = self.sessions.closed
+        if closed:
+            for session in closed:
+                if session.flagged:
+                    self._flag(session, ())
+            closed.clear()
+        findings, self._findings = self._findings, Findings()
+        return findings
+
+    @property
+    def next_offset(self) -> int | None:
+        """One past the last record read (not necessarily processed): the read position."""
+        return self._next_offset
+
+    def commit_offset(self) -> int | None:
+        """The offset to commit: the oldest still buffered, else one past the last seen."""
+        oldest = self._buffer[0][2] if self._buffer else self._next_offset  # arrival order: lowest first
+        if self._stragglers:
+            lowest = min(item[2] for item in self._stragglers)
+            oldest = lowest if oldest is None else min(oldest, lowest)
+        return oldest
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The shard's state for a checkpoint, to be stored with `commit_offset()`."""
+        encode = msgspec.msgpack.encode
+        detectors = {}
+        for detector in self.detectors:
+            state = detector.snapshot()
+            if state is not None:
+                detectors[detector.id] = msgspec.Raw(encode(state))
+        return encode(
+            ShardSnapshot(
+                version=SNAPSHOT_VERSION,
+                watermark=self.watermark,
+                max_event_time=self.max_event_time,
+                recent_event_ids=self.redeliveries.recent(),
+                accounts=list(self.sessions.accounts.values()),
+                detectors=detectors,
+            )
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Load a checkpoint written by `snapshot` into this fresh shard."""
+        snapshot = msgspec.msgpack.decode(data, type=ShardSnapshot)
+        if not 1 <= snapshot.version <= SNAPSHOT_VERSION:
+            raise ValueError(f"checkpoint version {snapshot.version} is not 1 to {SNAPSHOT_VERSION}")
+        self.watermark = snapshot.watermark
+        self.max_event_time = snapshot.max_event_time
+        self.redeliveries.load(snapshot.recent_event_ids)
+        self.sessions.load(snapshot.accounts)
+        for detector in self.detectors:
+            raw = snapshot.detectors.get(detector.id)
+            if raw is not None:
+                detector.restore(msgspec.msgpack.decode(raw))
+
+    # -- one event ---------------------------------------------------------------------------
+
+    def _run_guarded(self, event: PortalEvent, offset: int, late: bool) -> None:
+        """Run one event; a failure inside (a poison record meeting a bug) becomes a dead letter."""
+        try:
+            self._run(event, late)
+        except Exception as error:  # never let one record stop the partition
+            raw = msgspec.json.encode(event).decode()
+            self._reject(Rejection("processing_error", f"{type(error).__name__}: {error}"), offset, raw)
+
+    def _run(self, event: PortalEvent, late: bool) -> None:
+        kind = event.type
+        if self.redeliveries.seen(event.event_id):
+            key = (kind, "duplicate")
+            self.counts[key] = self.counts.get(key, 0) + 1
+            return
+        key = (kind, "late" if late else "processed")
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        table = self.sessions
+        accounts = table.accounts
+        account_id = event.account_id
+        account = accounts.get(account_id)
+        if account is None:
+            account = table.account(account_id)
+        moved = False
+        if kind == "page_view":
+            known = account.sessions.get(event.session_id)  # type: ignore[arg-type]
+            ip = event.ip
+            # A located activity: the view changed its session's IP, or opened one unseen.
+            moved = ip is not None and (known is None or ip != known.last_ip)
+            session = table.view(event, account, known)
+            if session.flagged:
+                self._findings.viewed_items.append(
+                    ViewedItemRecord(session.session_id, session.account_id, event.at, event.resource, event.action, event.ip)  # type: ignore[arg-type]
+                )
+            if moved and self.geo is not None:
+                if known is None:
+                    self.geo.on_login(event, session)
+                else:
+                    self.geo.on_ip_change(event, session)
+        elif kind == "login_succeeded":
+            session = table.open(event, account)
+            if self.geo is not None:
+                self.geo.on_login(event, session)
+        elif kind == "logout" or kind == "session_expired":
+            closed = table.close(event, account, kind)
+            if closed is not None and closed.flagged:
+                self._flag(closed, ())
+        for on_event in self._dispatch[kind]:
+            alerts = on_event(event, account)
+            if alerts:
+                self._raise(alerts)
+        if moved:
+            for on_event in self._on_ip_change:
+                alerts = on_event(event, account)
+                if alerts:
+                    self._raise(alerts)
+        self._note(event, kind)
+        if not account.sessions and accounts.get(account_id) is account:
+            del accounts[account_id]
+
+    def _note(self, event: PortalEvent, kind: str) -> None:
+        """Fold the event into the batch's per-account aggregate for the account registry."""
+        at = event.at
+        activities = self._findings.account_activity
+        activity = activities.get(event.account_id)
+        if activity is None:
+            activity = activities[event.account_id] = AccountActivity(partition=self.partition, first_at=at)
+        elif at < activity.first_at:
+            activity.first_at = at
+        if event.portal is not None:
+            activity.portal = event.portal
+        if kind == "page_view" or kind == "logout" or kind == "session_expired":
+            activity.known = True
+            if activity.last_activity_at is None or at > activity.last_activity_at:
+                activity.last_activity_at = at
+            return
+        if kind == "login_succeeded" or kind == "login_failed":
+            succeeded = kind == "login_succeeded"
+            activity.attempt(at, succeeded, event.ip, event.session_id, self.gap_floor)
+            if not succeeded:
+                return  # a failed login may name no account at all: not proof that it exists
+            activity.known = True
+            if not activity.inactive:
+                activity.boundary(at, "login", self.gap_floor)
+            if activity.last_login_at is None or at > activity.last_login_at:
+                activity.last_login_at = at
+            if activity.last_activity_at is None or at > activity.last_activity_at:
+                activity.last_activity_at = at
+            return
+        activity.known = True
+        if kind == "account_created":
+            if activity.created_at is None or at > activity.created_at:
+                activity.created_at = at
+            activity.boundary(at, "created", self.gap_floor)
+            return
+        status = STATUS_EVENTS[kind]
+        self._findings.account_changes.append(StatusChange(event.account_id, at, status, event.reason, status == "active"))
+        activity.boundary(at, status if status != "active" else "enabled", self.gap_floor)
+
+    def _raise(self, alerts: Sequence[Alert]) -> None:
+        findings = self._findings
+        for alert in alerts:
+            findings.alerts.append(alert)
+            state = self.sessions.accounts.get(alert.account_id)
+            if state is None:
+                continue
+            for session_id in alert.session_ids:
+                session = state.sessions.get(session_id)
+                if session is not None:
+                    session.flagged = True
+                    self._flag(session, (alert.alert_id,))
+
+    def _flag(self, session: Session, alert_ids: Sequence[str]) -> None:
+        flagged = self._findings.flagged_sessions.get(session.session_id)
+        if flagged is None:
+            flagged = self._findings.flagged_sessions[session.session_id] = FlaggedSession(
+                session=session, alert_ids=[]
+            )
+        flagged.alert_ids.extend(alert_ids)
+
+    def _reject(self, rejection: Rejection, offset: int, raw: bytes | str) -> None:
+        self.rejections[rejection.reason] = self.rejections.get(rejection.reason, 0) + 1
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
+        text = text.rstrip("\r\n")
+        self._findings.dead_letters.append(
+            DeadLetter(reason=rejection.reason, detail=rejection.detail, partition=self.partition, offset=offset, raw=text)
+        )
+
+
+class EngineSettings(Section):
+    """The event-time clock and redelivery window of each shard."""
+
+    allowed_lateness: Seconds = Seconds(2)
+    dedup_window: int = 200_000
+    wall_clock_grace: Seconds = Seconds(30)
+    max_clock_skew: Seconds = Seconds(300)
+    """Events stamped further ahead of the wall clock are dead letters (`future_timestamp`):
+    one producer with a wrong clock must not fast-forward event time for every account."""

@@ -1,0 +1,363 @@
+"""What incident responders ask the store, shared by the CLI and the HTTP API.
+
+Alerts (list, show, acknowledge, resolve with a verdict), flagged sessions with the timeline of
+what was viewed, and silences. Every query is parameterised: filter values are data, never
+SQL. Functions take an asyncpg connection or pool and return plain data (dicts, lists).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from monitor.contract.alerts import SEVERITIES
+
+STATUSES = ("open", "acknowledged", "resolved", "silenced")
+VERDICTS = ("true_positive", "false_positive")
+MIN_PREFIX = 6
+CLOSE_EVENTS = {
+    "logout": "logout",
+    "session_expired": "expired (by the portal)",
+    "idle_timeout": "expired (idle timeout)",
+    "max_duration": "expired (maximum duration)",
+}
+
+
+class NotFound(LookupError):
+    """No alert, session or silence with that id."""
+
+
+class Conflict(Exception):
+    """The request does not fit the alert's state (e.g. acknowledging a resolved alert)."""
+
+
+# -- parsing of filter values (CLI arguments and query strings alike) -------------------------
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str | None, now: datetime | None = None) -> datetime | None:
+    """RFC 3339 (`2026-03-02T08:00:00Z`), a date (`2026-03-02`, UTC) or an age (`24h`, `7d`) ago."""
+    if text is None or text == "":
+        return None
+    now = now or datetime.now(timezone.utc)
+    match = _DURATION.match(text.strip())
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (write e.g. 2026-03-02T08:00:00Z, 2026-03-02 or 24h)") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in choices:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def check_limit(value: Any, maximum: int = 1000, default: int = 100) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"limit: not a number: {value!r}") from None
+    if not 1 <= limit <= maximum:
+        raise ValueError(f"limit: must be between 1 and {maximum}")
+    return limit
+
+
+# -- alerts ------------------------------------------------------------------------------------
+
+ALERT_COLUMNS = """alert_id, ts, detector, severity, account_id, portal, status, verdict, repeat_count,
+    last_seen, summary"""
+
+
+async def list_alerts(
+    db,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    detector: str | None = None,
+    severity: str | None = None,
+    account: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> list[dict]:
+    """Alerts, newest first; each filter given narrows the list."""
+    check_choice("severity", severity, SEVERITIES)
+    check_choice("status", status, STATUSES)
+    rows = await db.fetch(
+        f"""SELECT {ALERT_COLUMNS} FROM alerts
+            WHERE ($1::timestamptz IS NULL OR ts >= $1)
+              AND ($2::timestamptz IS NULL OR ts < $2)
+              AND ($3::text IS NULL OR detector = $3)
+              AND ($4::text IS NULL OR severity = $4)
+              AND ($5::text IS NULL OR account_id = $5)
+              AND ($6::text IS NULL OR status = $6)
+            ORDER BY ts DESC, alert_id
+            LIMIT $7""",
+        since, until, detector or None, severity or None, account or None, status or None, limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def resolve_alert_id(db, alert_id: str) -> str:
+    """The full id of an alert given its id or a unique prefix of at least 6 characters."""
+    if await db.fetchval("SELECT 1 FROM alerts WHERE alert_id = $1", alert_id):
+        return alert_id
+    if len(alert_id) >= MIN_PREFIX:
+        found = await db.fetch(
+            "SELECT alert_id FROM alerts WHERE left(alert_id, $2) = $1 LIMIT 2", alert_id, len(alert_id)
+        )
+        if len(found) == 1:
+            return found[0]["alert_id"]
+        if len(found) > 1:
+            raise NotFound(f"alert id prefix {alert_id!r} is ambiguous; give more characters")
+    raise NotFound(f"no alert {alert_id!r}")
+
+
+async def get_alert(db, alert_id: str) -> dict:
+    """One alert in full: evidence, policy, lifecycle, responder actions, repeats, deliveries."""
+    alert_id = await resolve_alert_id(db, alert_id)
+    row = await db.fetchrow(
+        """SELECT alert_id, ts, detected_at, detector, severity, account_id, portal, session_ids,
+                  summary, evidence::text AS evidence, policy, status, verdict, repeat_count,
+                  last_seen, silence_id, acknowledged_at, acknowledged_by, resolved_at, resolved_by
+           FROM alerts WHERE alert_id = $1""",
+        alert_id,
+    )
+    alert = dict(row)
+    alert["evidence"] = json.loads(alert["evidence"])
+    alert["actions"] = [
+        dict(r)
+        for r in await db.fetch(
+            "SELECT at, actor, action, verdict, note FROM alert_actions WHERE alert_id = $1 ORDER BY at",
+            alert_id,
+        )
+    ]
+    alert["repeats"] = [
+        dict(r)
+        for r in await db.fetch(
+            "SELECT repeat_id, ts, severity, session_ids, summary FROM alert_repeats WHERE alert_id = $1 ORDER BY ts",
+            alert_id,
+        )
+    ]
+    alert["deliveries"] = [
+        dict(r)
+        for r in await db.fetch(
+            """SELECT sink, attempts, created_at, delivered_at, last_error FROM alert_outbox
+               WHERE alert_id = $1 ORDER BY sink""",
+            alert_id,
+        )
+    ]
+    return alert
+
+
+async def acknowledge(db, alert_id: str, actor: str, note: str = "") -> dict:
+    """Mark an open alert acknowledged (again: adds the note). Conflict if resolved."""
+    async with _transaction(db) as conn:
+        alert_id = await resolve_alert_id(conn, alert_id)
+        status = await conn.fetchval("SELECT status FROM alerts WHERE alert_id = $1 FOR UPDATE", alert_id)
+        if status not in ("open", "acknowledged"):
+            raise Conflict(f"alert {alert_id} is {status}; only open alerts can be acknowledged")
+        await conn.execute(
+            """UPDATE alerts SET status = 'acknowledged', acknowledged_at = COALESCE(acknowledged_at, now()),
+                   acknowledged_by = COALESCE(acknowledged_by, $2), updated_at = now()
+               WHERE alert_id = $1""",
+            alert_id, actor,
+        )
+        await conn.execute(
+            "INSERT INTO alert_actions (alert_id, actor, action, note) VALUES ($1, $2, 'acknowledge', $3)",
+            alert_id, actor, note,
+        )
+    return await get_alert(db, alert_id)
+
+
+async def resolve(db, alert_id: str, actor: str, verdict: str, note: str = "") -> dict:
+    """Resolve an alert with a verdict (true_positive or false_positive), counted per detector."""
+    if check_choice("verdict", verdict, VERDICTS) is None:
+        raise ValueError("verdict: give true_positive or false_positive")
+    async with _transaction(db) as conn:
+        alert_id = await resolve_alert_id(conn, alert_id)
+        row = await conn.fetchrow("SELECT status, detector FROM alerts WHERE alert_id = $1 FOR UPDATE", alert_id)
+        if row["status"] == "resolved":
+            raise Conflict(f"alert {alert_id} is already resolved")
+        await conn.execute(
+            """UPDATE alerts SET status = 'resolved', verdict = $2, resolved_at = now(), resolved_by = $3,
+                   updated_at = now()
+               WHERE alert_id = $1""",
+            alert_id, verdict, actor,
+        )
+        await conn.execute(
+            "INSERT INTO alert_actions (alert_id, actor, action, verdict, note) VALUES ($1, $2, 'resolve', $3, $4)",
+            alert_id, actor, verdict, note,
+        )
+        await conn.execute(
+            """INSERT INTO alert_verdict_totals (detector, verdict, total) VALUES ($1, $2, 1)
+               ON CONFLICT (detector, verdict) DO UPDATE SET total = alert_verdict_totals.total + 1""",
+            row["detector"], verdict,
+        )
+    return await get_alert(db, alert_id)
+
+
+async def verdict_totals(db) -> dict[tuple[str, str], int]:
+    rows = await db.fetch("SELECT detector, verdict, total FROM alert_verdict_totals")
+    return {(r["detector"], r["verdict"]): r["total"] for r in rows}
+
+
+# -- flagged sessions ----------------------------------------------------------------------------
+
+SESSION_COLUMNS = """session_id, account_id, portal, opened_at, last_activity, closed_at, close_reason,
+    ip, last_ip, page_views, alert_ids"""
+
+
+async def list_sessions(
+    db,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    account: str | None = None,
+    alert_id: str | None = None,
+    limit: int = 100,
+) -> list[dict]:
+    """Flagged sessions (the store keeps no others), most recent first."""
+    rows = await db.fetch(
+        f"""SELECT {SESSION_COLUMNS} FROM flagged_sessions
+            WHERE ($1::timestamptz IS NULL OR last_activity >= $1)
+              AND ($2::timestamptz IS NULL OR opened_at < $2)
+              AND ($3::text IS NULL OR account_id = $3)
+              AND ($4::text IS NULL OR $4 = ANY(alert_ids))
+            ORDER BY opened_at DESC, session_id
+            LIMIT $5""",
+        since, until, account or None, alert_id or None, limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def get_session(db, session_id: str) -> dict:
+    """A flagged session and its timeline: login, each item viewed with its time, logout or expiry."""
+    row = await db.fetchrow(
+        f"""SELECT {SESSION_COLUMNS}, network, user_agent, device_id, login_seen, items_dropped
+            FROM flagged_sessions WHERE session_id = $1""",
+        session_id,
+    )
+    if row is None:
+        raise NotFound(f"no flagged session {session_id!r}")
+    session = dict(row)
+    timeline: list[dict] = [
+        {
+            "at": session["opened_at"],
+            "event": "login" if session["login_seen"] else "first seen (login not in the log)",
+            "resource": None,
+            "ip": session["ip"],
+            "detail": session["user_agent"],
+        }
+    ]
+    if session["items_dropped"]:
+        timeline.append(
+            {"at": session["opened_at"], "event": "earlier items not kept", "resource": None, "ip": None,
+             "detail": f"{session['items_dropped']} item(s) viewed before the flag were over the per-session limit"}
+        )
+    for item in await db.fetch(
+        "SELECT at, resource, action, ip FROM session_items WHERE session_id = $1 ORDER BY at, resource", session_id
+    ):
+        timeline.append(
+            {"at": item["at"], "event": item["action"], "resource": item["resource"], "ip": item["ip"], "detail": None}
+        )
+    if session["closed_at"] is not None:
+        timeline.append(
+            {"at": session["closed_at"], "event": CLOSE_EVENTS.get(session["close_reason"], session["close_reason"]),
+             "resource": None, "ip": None, "detail": None}
+        )
+    session["timeline"] = timeline
+    session["alerts"] = [
+        dict(r)
+        for r in await db.fetch(
+            "SELECT alert_id, ts, detector, severity, status, summary FROM alerts WHERE alert_id = ANY($1::text[]) ORDER BY ts",
+            list(session["alert_ids"]),
+        )
+    ]
+    return session
+
+
+# -- silences --------------------------------------------------------------------------------------
+
+
+async def add_silence(
+    db,
+    *,
+    actor: str,
+    expires: datetime,
+    starts: datetime | None = None,
+    account_id: str | None = None,
+    detector: str | None = None,
+    network: str | None = None,
+    reason: str = "",
+) -> dict:
+    if not (account_id or detector or network):
+        raise ValueError("a silence names an account, a detector or a network")
+    if network:
+        try:
+            network = str(ipaddress.ip_network(network, strict=False))
+        except ValueError:
+            raise ValueError(f"network: not a CIDR: {network!r}") from None
+    starts = starts or datetime.now(timezone.utc)
+    if expires <= starts:
+        raise ValueError("expires: must be after the start")
+    row = await db.fetchrow(
+        """INSERT INTO silences (account_id, detector, network, starts_at, expires_at, reason, created_by)
+           VALUES ($1, $2, $3::cidr, $4, $5, $6, $7)
+           RETURNING silence_id, account_id, detector, network::text AS network, starts_at, expires_at,
+                     reason, created_by, created_at""",
+        account_id or None, detector or None, network or None, starts, expires, reason, actor,
+    )
+    return dict(row)
+
+
+async def list_silences(db, *, include_expired: bool = False) -> list[dict]:
+    rows = await db.fetch(
+        """SELECT silence_id, account_id, detector, network::text AS network, starts_at, expires_at,
+                  reason, created_by, created_at
+           FROM silences WHERE $1 OR expires_at > now() ORDER BY expires_at, silence_id""",
+        include_expired,
+    )
+    return [dict(row) for row in rows]
+
+
+async def remove_silence(db, silence_id: int) -> None:
+    if await db.fetchval("DELETE FROM silences WHERE silence_id = $1 RETURNING silence_id", silence_id) is None:
+        raise NotFound(f"no silence {silence_id}")
+
+
+class _transaction:
+    """`async with _transaction(pool_or_connection) as conn`: one connection, one transaction."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self._acquired = None
+        self._tx = None
+
+    async def __aenter__(self):
+        conn = self.db
+        if hasattr(self.db, "acquire"):
+            self._acquired = self.db.acquire()
+            conn = await self._acquired.__aenter__()
+        self._tx = conn.transaction()
+        await self._tx.__aenter__()
+        return conn
+
+    async def __aexit__(self, *exc):
+        try:
+            await self._tx.__aexit__(*exc)
+        finally:
+            if self._acquired is not None:
+                await self._acquired.__aexit__(*exc)

@@ -1,0 +1,328 @@
+"""The daemon's lifecycle: start the parts, loop over batches, stop cleanly on a signal.
+
+Signals (after uvicorn's server.py): the first SIGTERM or SIGINT asks the loop to finish the
+batch in hand, deliver it, checkpoint, commit and exit 0. If a sink is down, delivery is
+retried until `service.shutdown_timeout`; then the monitor exits 1 without committing, and the
+batch is read again on restart. A second signal exits at once with status 1.
+
+The order of a checkpoint and what a crash at each step means is in `monitor.service.checkpoints`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Awaitable, Callable
+
+import structlog
+
+from monitor.service.checkpoints import CheckpointStore
+from monitor.service.config import Settings
+from monitor.engine.findings import Findings, ShardClock
+from monitor.delivery.pipeline import Pipeline
+from monitor.ingest.sources.kafka import KafkaEventSource, PartitionListener
+
+log = structlog.get_logger("monitor.service.lifecycle")
+
+
+class Service:
+    """The live monitor: Kafka source -> pipeline -> sinks -> checkpoint -> commit, plus HTTP."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        source: KafkaEventSource,
+        starters: list[Callable[[], Awaitable[None]]],
+        closers: list[Callable[[], Awaitable[None]]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock  # the wall clock that advances quiet shards (a parameter so tests can move it)
+        self.pipeline = pipeline
+        self.source = source
+        self.starters = starters
+        self.closers = closers
+        self.checkpoints: CheckpointStore | None = None  # set by the composition root once connected
+        self.stop_requested = asyncio.Event()
+        self.started = False
+        self.assigned: set[int] = set()
+        self.signals_seen = 0
+        self.on_reload: list[Callable[[], object]] = []  # run on SIGHUP, in the loop's thread
+        self._in_hand = False  # a batch was run and its delivery not started yet
+        self._abandoned = False  # a delivery gave up at the shutdown deadline: nothing more may be committed
+        self.clean_exit = True
+        self._last_checkpoint = time.monotonic()
+        self._events_since_checkpoint = 0
+        self._checkpointed_at: dict[int, float] = {}
+        self._delivery: asyncio.Future[bool] | None = None  # the batch being delivered, beside the loop
+        # How long a rebalance waits for the delivery in flight before giving the partitions up
+        # without a checkpoint: a healthy delivery takes milliseconds; a sink outage much longer.
+        self.rebalance_wait = 5.0
+        self._fetching = False  # the loop is polling the consumer now
+
+    # -- probes and signals -------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.started:
+            return False, "starting: store and broker not connected yet"
+        if not self.assigned:
+            return False, "no partitions assigned yet"
+        return True, f"{len(self.assigned)} partition(s) assigned"
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+
+    def _on_reload(self) -> None:
+        log.info("SIGHUP: reloading GeoIP databases and network lists")
+        for reload in self.on_reload:
+            try:
+                reload()
+            except Exception as error:  # a bad file must not stop the monitor
+                log.warning("reload failed; keeping what was loaded", error=f"{type(error).__name__}: {error}")
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.signals_seen += 1
+        if self.signals_seen > 1:
+            log.warning("second signal: exiting at once", signal=sig.name)
+            os._exit(1)
+        timeout = self.settings.service.shutdown_timeout
+        log.info("signal received: draining, committing and stopping", signal=sig.name, timeout=timeout)
+        self.stop_requested.set()
+        asyncio.get_running_loop().call_later(timeout, self.pipeline.give_up.set)
+
+    @property
+    def undelivered(self) -> bool:
+        """Findings are in hand or in delivery, not acknowledged by every sink yet."""
+        return self._in_hand or self._delivery is not None or self._abandoned
+
+    # -- partitions ---------------------------------------------------------------------------
+
+    async def _assigned(self, partitions: list[int]) -> None:
+        await self._await_delivery(self.rebalance_wait)  # the registry refresh then sees it
+        await self.pipeline.assigned(partitions, self.source.partition_count())
+        for partition in partitions:
+            if self.checkpoints is None:
+                continue
+            saved = await self._retry("load checkpoint", lambda p=partition: self.checkpoints.load(p))  # type: ignore[union-attr]
+            if saved is None:
+                log.info("partition assigned without checkpoint", partition=partition)
+                continue
+            offset, state = saved
+            self.pipeline.shards[partition].restore(state)
+            self.source.seek(partition, offset)
+            self._checkpointed_at[partition] = time.time()
+            log.info("partition restored from checkpoint", partition=partition, offset=offset, bytes=len(state))
+        self.assigned.update(partitions)
+
+    async def _revoked(self, partitions: list[int]) -> None:
+        await self._await_delivery(self.rebalance_wait)
+        if self.undelivered:
+            log.warning(
+                "partitions revoked with findings undelivered: dropped without checkpoint; "
+                "the next owner re-reads them from the last checkpoint",
+                partitions=partitions,
+            )
+        else:
+            try:
+                await self._checkpoint(partitions)
+            except Exception as error:
+                log.warning("checkpoint on revoke failed; the next owner resumes from the previous one", error=str(error))
+        self.assigned.difference_update(partitions)
+        self.pipeline.revoke(partitions)
+        for partition in partitions:
+            self._checkpointed_at.pop(partition, None)
+
+    async def _retry(self, what: str, attempt: Callable[[], Awaitable]):
+        delay = 0.5
+        while True:
+            try:
+                return await attempt()
+            except Exception as error:
+                if self.stop_requested.is_set():
+                    raise
+                log.warning(f"{what} failed, retrying", error=f"{type(error).__name__}: {error}", retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.install_signal_handlers()
+        try:
+            for start in self.starters:
+                if self.stop_requested.is_set():
+                    break
+                await start()
+            await self.source.start(PartitionListener(self._assigned, self._revoked))
+        except Exception as error:
+            log.error("start-up failed", error=f"{type(error).__name__}: {error}")
+            await self._shutdown()
+            return 1
+        self.started = True
+        log.info("monitor running", topic=self.settings.source.topic, group=self.settings.source.group_id)
+        try:
+            await self._loop()
+        finally:
+            await self._shutdown()
+        return 0 if self.clean_exit else 1
+
+    async def _loop(self) -> None:
+        """Fetch and run batch N+1 while batch N is being delivered; deliveries stay in order.
+
+        Running a batch is CPU in this process; delivering it is mostly waiting on PostgreSQL
+        (sinks, account registry) and the other sinks. So the delivery of a batch is a task, and
+        the loop fetches and runs the next batch meanwhile; before that batch's delivery starts,
+        the previous one must have been acknowledged (the registry's view of the accounts must
+        include it). At most one batch is in delivery and one in hand. A checkpoint, a rebalance
+        and shutdown first wait for the delivery in flight, so a snapshot never holds a batch
+        whose findings are not acknowledged.
+        """
+        pipeline = self.pipeline
+        metrics = pipeline.metrics
+        engine = self.settings.engine
+        grace = engine.allowed_lateness + engine.wall_clock_grace
+        last_tick = 0.0
+        batch_number = 0
+        while not self.stop_requested.is_set():
+            self._fetching = True
+            try:
+                batch = await self.source.batch()
+            finally:
+                self._fetching = False
+            batch_number += 1
+            # Context for anything logged while this batch is in hand (retries, failures).
+            structlog.contextvars.bind_contextvars(batch=batch_number, partitions=sorted(batch))
+            self._in_hand = True
+            findings = pipeline.run_batch(batch)
+            self._events_since_checkpoint += sum(len(records) for records in batch.values())
+            positions = {p: s.next_offset for p, s in pipeline.shards.items() if s.next_offset is not None}
+            lags = self.source.lag(positions)
+            for partition, lag in lags.items():
+                metrics.consumer_lag.labels(str(partition)).set(lag)
+            now = self.clock()
+            if now - last_tick >= 1.0:
+                last_tick = now
+                for partition, shard in pipeline.shards.items():
+                    if lags.get(partition, 0) == 0 and not batch.get(partition):
+                        shard.advance(now - grace)  # quiet and caught up: the wall clock moves time
+                        findings.extend(shard.take_findings())
+                for partition, at in self._checkpointed_at.items():
+                    metrics.checkpoint_age.labels(str(partition)).set(time.time() - at)
+            offsets = pipeline.commit_offsets() if self.checkpoints is None else None
+            clocks = pipeline.clocks()
+            if not await self._settle():
+                return
+            self._delivery = asyncio.ensure_future(self._deliver(findings, clocks, offsets))
+            self._in_hand = False
+            if self._checkpoint_due():
+                if not await self._settle():
+                    return
+                await self._checkpoint_or_warn()
+        await self._settle()
+
+    async def _deliver(self, findings: Findings, clocks: list[ShardClock], offsets: dict[int, int] | None) -> bool:
+        """One batch's delivery (a task beside the loop); without checkpoints, then its commit."""
+        delivered = await self.pipeline.deliver(findings, keepalive=self._keepalive, clocks=clocks)
+        if delivered and offsets:
+            try:
+                await self.source.commit(offsets)
+                self.pipeline.metrics.commits.labels("succeeded").inc()
+                self.pipeline.metrics.last_commit.set(time.time())
+            except Exception as error:
+                self.pipeline.metrics.commits.labels("failed").inc()
+                log.warning("commit failed; will commit with the next batch", error=f"{type(error).__name__}: {error}")
+        return delivered
+
+    async def _keepalive(self) -> None:
+        """Between delivery retries: keep the consumer in its group, unless the loop is fetching
+        (it polls the consumer itself then, and will wait for this delivery next)."""
+        if self._fetching:
+            await asyncio.sleep(0.2)
+        else:
+            await self.source.keepalive()
+
+    async def _settle(self) -> bool:
+        """Wait for the delivery in flight, if any; False once a delivery gave up (shutdown deadline)."""
+        delivery = self._delivery
+        if delivery is not None:
+            delivered = await asyncio.shield(delivery)  # a rebalance callback may wait for it too
+            if self._delivery is not delivery:
+                return not self._abandoned  # the other waiter settled it
+            self._delivery = None
+            self.source.resume()
+            if not delivered:
+                self._abandoned = True
+                self.clean_exit = False
+                log.error("shutdown deadline passed with findings undelivered; not committing: "
+                          "they are read again on restart")
+        return not self._abandoned
+
+    async def _await_delivery(self, timeout: float) -> None:
+        """Settle the delivery in flight if it finishes within `timeout`; else leave it running."""
+        delivery = self._delivery
+        if delivery is not None:
+            await asyncio.wait({delivery}, timeout=timeout)
+            if delivery.done():
+                await self._settle()
+
+    def _checkpoint_due(self) -> bool:
+        if self.checkpoints is None:
+            return False  # no state store: each delivery commits its own batch's offsets
+        cp = self.settings.checkpoint
+        return (
+            time.monotonic() - self._last_checkpoint >= cp.interval
+            or self._events_since_checkpoint >= cp.every_events
+        )
+
+    async def _checkpoint_or_warn(self) -> None:
+        try:
+            await self._checkpoint()
+        except Exception as error:
+            self.pipeline.metrics.commits.labels("failed").inc()
+            log.warning("checkpoint or commit failed; will retry after the next batch", error=f"{type(error).__name__}: {error}")
+
+    async def _checkpoint(self, partitions: list[int] | None = None) -> None:
+        """Write state+offset for the partitions (all by default), then commit those offsets."""
+        shards = {
+            p: s for p, s in self.pipeline.shards.items()
+            if (partitions is None or p in partitions) and s.commit_offset() is not None
+        }
+        if not shards:
+            return
+        offsets = {p: s.commit_offset() for p, s in shards.items()}
+        await self.pipeline.flush_accounts()  # the registry first: committed offsets never run ahead of it
+        if self.checkpoints is not None:
+            await self.checkpoints.save({p: (offsets[p], s.snapshot(), s.watermark) for p, s in shards.items()})
+            now = time.time()
+            for p in shards:
+                self._checkpointed_at[p] = now
+        await self.source.commit(offsets)  # type: ignore[arg-type]
+        self.pipeline.metrics.commits.labels("succeeded").inc()
+        self.pipeline.metrics.last_commit.set(time.time())
+        self._last_checkpoint = time.monotonic()
+        self._events_since_checkpoint = 0
+
+    async def _shutdown(self) -> None:
+        delivery = self._delivery
+        if delivery is not None and not delivery.done():
+            delivery.cancel()  # the loop failed with a delivery in flight: it is read again on restart
+            self._abandoned = True
+            self.clean_exit = False
+        if self.started and not self.undelivered:
+            await self._checkpoint_or_warn()
+        try:
+            await self.source.stop()
+        except Exception as error:
+            log.warning("consumer stop failed", error=str(error))
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception as error:
+                log.warning("close failed", error=str(error))
+        log.info("monitor stopped", clean=self.clean_exit)

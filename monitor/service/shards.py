@@ -1,0 +1,54 @@
+"""Building a shard from settings: the one place a shard's parts are put together."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from detectors.base import DetectorContext
+from detectors.dormant_account import DormantAccount
+from detectors.registry import build_detectors
+from monitor.contract.accounts import Restriction
+from monitor.service.config import Settings
+from monitor.ingest.decode import EventDecoder
+from monitor.engine.shard import Shard
+from monitor.places.geo import GeoServices
+from monitor.places.networks import NetworkMap
+from monitor.state.sessions import SessionTable
+
+
+def build_shard(
+    settings: Settings,
+    partition: int,
+    geo: GeoServices | None = None,
+    restricted: Mapping[str, Restriction] | None = None,
+) -> Shard:
+    """A fresh shard for `partition`, with its own session table and detector instances.
+
+    `geo` is the process's `GeoServices` (GeoIP readers, risky lists, shared networks): build it
+    once with `GeoServices.from_settings(settings)` and pass it to every shard. Without it the
+    shard opens its own, which is right for one shard (a replay, a test) only.
+    `restricted`: the disabled and revoked accounts the account registry knows of.
+    """
+    if geo is None:
+        geo = GeoServices.from_settings(settings)
+    networks = NetworkMap(settings.networks.allowlist)
+    sessions = SessionTable(
+        networks,
+        idle_timeout=settings.sessions.idle_timeout,
+        max_duration=settings.sessions.max_duration,
+        max_items=settings.sessions.max_items,
+    )
+    context = DetectorContext(sessions=sessions, networks=networks, geo=geo, restricted=restricted)
+    detectors = settings.detectors
+    dormancy = detectors.dormant_account.enabled or detectors.dormant_account_login.enabled
+    return Shard(
+        partition,
+        decoder=EventDecoder(networks),
+        sessions=sessions,
+        detectors=build_detectors(settings.detectors, context),
+        allowed_lateness=settings.engine.allowed_lateness,
+        dedup_window=settings.engine.dedup_window,
+        max_clock_skew=settings.engine.max_clock_skew,
+        geo=geo,
+        gap_floor=DormantAccount(detectors.dormant_account).gap_floor() if dormancy else float("inf"),
+    )
