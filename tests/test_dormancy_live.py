@@ -100,11 +100,11 @@ async def test_wall_clock_crossing_on_a_quiet_stream(kafka_broker, postgres_dsn,
     running = asyncio.create_task(service.run())
     try:
         for _ in range(300):
-            if service.readiness()[0] and len(service.pipeline.shards) == 2:
+            if service.readiness()[0] and len(service.shards) == 2:
                 break
             await asyncio.sleep(0.1)
         assert service.readiness()[0], service.readiness()
-        assert service.pipeline.accounts.partitions == 2  # each shard sweeps its own key-hash share
+        assert service.delivery.accounts.partitions == 2  # each shard sweeps its own key-hash share
 
         # The revoked parent (known from the roster only) logs in: critical at once.
         producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
@@ -147,7 +147,7 @@ async def test_wall_clock_crossing_on_a_quiet_stream(kafka_broker, postgres_dsn,
             postgres_dsn, "SELECT * FROM accounts WHERE account_id = 'staff-9001'", lambda r: r[0]["status"] == "dormant"
         )
         assert account[0]["dormant_alert_id"] == dormancy[0]["alert_id"]
-        assert service.pipeline.metrics.dormant_accounts._value.get() == 1
+        assert service.shards.metrics.dormant_accounts._value.get() == 1
     finally:
         service.stop_requested.set()
         assert await asyncio.wait_for(running, 30) == 0

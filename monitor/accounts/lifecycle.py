@@ -1,4 +1,4 @@
-"""The store-side step of account lifecycle rules, run by the pipeline around each delivery.
+"""The store-side step of account lifecycle rules, run by `monitor.delivery.delivery` around each delivery.
 
 Per batch, in this order (`Pipeline.deliver`):
 1. `assess`: the login attempts of the batch are checked against the registry's idle clock
@@ -196,7 +196,7 @@ class AccountLifecycle:
         """Take a delivered batch into the registry: its status changes and marks now, its plain
         activity by the write-behind buffer (written when `write_every` has passed)."""
         if self._write is not None and self._write.done():
-            await self._finish_write()  # a background write failed: raise, the pipeline retries this step
+            await self._finish_write()  # a background write failed: raise, the delivery retries this step
         self.unwritten.add(findings.account_activity)
         if findings.account_changes or findings.dormancy_marks or self.write_every <= 0:
             await self.flush(findings.account_changes, findings.dormancy_marks)
@@ -271,7 +271,7 @@ class AccountLifecycle:
             backlog[partition] = full  # more due: again next time, from the same `since`
             if not full:
                 swept[partition] = watermark
-        # Only now, so a sweep that failed half-way is repeated whole by the pipeline's retry.
+        # Only now, so a sweep that failed half-way is repeated whole by the delivery's retry.
         self._swept.update(swept)
         for partition, full in backlog.items():
             if full:

@@ -79,8 +79,8 @@ class GatedFindings(Findings):
         self.repeats: list[Repeat] = []
         self.silenced: list[tuple[Alert, int | None]] = []
 
-    def __bool__(self) -> bool:
-        return super().__bool__() or bool(self.repeats or self.silenced)
+    def for_sinks(self) -> bool:
+        return super().for_sinks() or bool(self.repeats or self.silenced)
 
 
 class AlertGate:
@@ -99,8 +99,6 @@ class AlertGate:
         self._groups: dict[tuple[str, str], tuple[str, float, int]] = {}
         self._newest = float("-inf")
         self._pruned_at = float("-inf")
-        self.grouped = 0
-        self.silenced = 0
 
     def set_silences(self, silences: Iterable[Silence]) -> None:
         self.silences = tuple(silences)
@@ -136,7 +134,6 @@ class AlertGate:
             silence = self._silence_for(alert, at)
             if silence is not None:
                 out.silenced.append((alert, silence.silence_id))
-                self.silenced += 1
                 continue
             key = (alert.detector, alert.account_id)
             rank = SEVERITY_RANK[alert.severity]
@@ -160,7 +157,6 @@ class AlertGate:
                     )
                 )
                 renamed[alert.alert_id] = group[0]
-                self.grouped += 1
                 continue
             if group is None or group[0] != alert.alert_id:
                 groups[key] = (alert.alert_id, at, rank)
@@ -196,14 +192,6 @@ class AlertGate:
     def horizon(self) -> float:
         """How far back (event time) a group can still absorb repeats."""
         return max([self.cooldown, *self.cooldowns.values()])
-
-    def snapshot(self) -> list[tuple[str, str, str, float, int]]:
-        return [(d, a, alert_id, at, rank) for (d, a), (alert_id, at, rank) in self._groups.items()]
-
-    def restore(self, state: list) -> None:
-        for detector, account_id, alert_id, at, rank in state:
-            self._groups[(detector, account_id)] = (alert_id, at, rank)
-            self._newest = max(self._newest, at)
 
 
 @lru_cache(maxsize=1024)

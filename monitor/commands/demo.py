@@ -95,7 +95,7 @@ async def demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     await start_offline(pipeline)
     await pipeline.run_file(JsonlEventFile(str(events_file)).batches())
-    await pipeline.close_sinks()
+    await pipeline.close()
     elapsed = time.perf_counter() - started
 
     say("4/4 what the monitor found")

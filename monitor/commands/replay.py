@@ -148,7 +148,7 @@ async def replay(args: argparse.Namespace) -> int:
         )
         await pipeline.accounts.publish_gauge(force=True)
     finally:
-        await pipeline.close_sinks()
+        await pipeline.close()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     progress.update(pipeline.events_seen, pipeline.alerts_raised, final=True)
     print_summary(metrics, pipeline.events_seen, elapsed, first_event_after, dead_letters, args.summary, cpu)

@@ -77,11 +77,13 @@ class Findings:
         self.account_changes: list[StatusChange] = []
         self.dormancy_marks: list[DormancyMark] = []
 
+    def for_sinks(self) -> bool:
+        """Anything a sink writes: the one answer to "is there something to deliver?"."""
+        return bool(self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters)
+
     def __bool__(self) -> bool:
-        return bool(
-            self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters
-            or self.account_activity or self.account_changes or self.dormancy_marks
-        )
+        """Anything at all: for the sinks or for the account registry."""
+        return self.for_sinks() or bool(self.account_activity or self.account_changes or self.dormancy_marks)
 
     def extend(self, other: "Findings") -> None:
         self.alerts.extend(other.alerts)

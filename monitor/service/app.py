@@ -23,7 +23,9 @@ from monitor.service.http import HttpServer, build_app
 from monitor.ingest.kafka_client import client_options
 from monitor.support.metrics import Metrics
 from monitor.delivery.outbox import OutboxRelay
-from monitor.delivery.pipeline import Pipeline
+from monitor.delivery.delivery import Delivery
+from monitor.support.retry import Backoff, retrying
+from monitor.engine.shards import Shards
 from monitor.service.lifecycle import Service
 from monitor.places import shared_networks
 from monitor.places.geo import GeoServices
@@ -43,23 +45,19 @@ async def connect_store(settings: Settings, stop: asyncio.Event):
     """Connect and migrate, retrying with backoff until it works or a stop is requested."""
     from monitor import store
 
-    delay = 0.5
-    while True:
+    async def connect():
+        pool = await store.connect(settings.postgres)
+        await store.migrate(pool)
+        return pool
+
+    async def wait(delay: float) -> None:
         try:
-            pool = await store.connect(settings.postgres)
-            await store.migrate(pool)
-            return pool
-        except (OSError, asyncio.TimeoutError, Exception) as error:  # noqa: B014 - asyncpg raises many kinds
-            if stop.is_set():
-                raise
-            log.warning("store not reachable, retrying", error=f"{type(error).__name__}: {error}", retry_in=delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
-            if stop.is_set():
-                raise
-            delay = min(delay * 2, 30)
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except asyncio.TimeoutError:
+            pass
+
+    return await retrying(connect, what="connecting to the store", backoff=Backoff(0.5, 30.0), log=log,
+                          give_up=stop.is_set, wait=wait)
 
 
 def account_lifecycle(settings: Settings, metrics: Metrics, pool=None) -> AccountLifecycle:
@@ -102,18 +100,16 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
     gate = build_gate(settings)
     geo = GeoServices.from_settings(settings)  # one per process: GeoIP readers, lists, shared networks
     accounts = account_lifecycle(settings, metrics) if settings.accounts.registry else None
-    pipeline = Pipeline(
+    shards = Shards(
         # The disabled and revoked accounts as the registry knew them when the partition came.
         lambda partition: build_shard(
             settings, partition, geo=geo, restricted=accounts.restricted if accounts is not None else None
         ),
-        sinks,
         metrics,
-        gate=gate,
-        accounts=accounts,
     )
+    delivery = Delivery(sinks, metrics, gate=gate, accounts=accounts)
     source = KafkaEventSource(settings.kafka, settings.source)
-    service = Service(settings, pipeline, source, starters, closers, clock=clock)
+    service = Service(settings, shards, delivery, source, starters, closers, clock=clock)
     service.on_reload.append(geo.reload)  # SIGHUP: reopen GeoIP databases, re-read risky lists
 
     if settings.http.enabled:
@@ -154,8 +150,8 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
         closers.append(close_store)
 
     starters.append(producer.start)
-    starters.append(pipeline.start_sinks)
-    closers.append(pipeline.close_sinks)
+    starters.append(delivery.start)
+    closers.append(delivery.close)
     closers.append(producer.stop)
     if postgres_sink is not None:
         wire_delivery(settings, postgres_sink, gate, publishers, relays, metrics, starters, closers)

@@ -4,7 +4,7 @@ This is aiokafka's "store offsets outside Kafka" pattern. PostgreSQL holds the t
 Kafka commit that follows each checkpoint only keeps lag tooling and a checkpoint-less restart
 informed. The order of a checkpoint, and what a crash at each step means:
 
-1. The batch's findings are delivered and acknowledged by every sink (pipeline.deliver).
+1. The batch's findings are delivered and acknowledged by every sink (`Delivery.deliver`).
    Crash before this: nothing was checkpointed; the next owner restores the previous checkpoint
    and re-reads from its offset; the same alerts are produced again with the same alert_id and
    the sinks store them once.

@@ -20,20 +20,23 @@ import structlog
 
 from monitor.service.checkpoints import CheckpointStore
 from monitor.service.config import Settings
+from monitor.delivery.delivery import Delivery
 from monitor.engine.findings import Findings, ShardClock
-from monitor.delivery.pipeline import Pipeline
+from monitor.engine.shards import Shards
+from monitor.support.retry import Backoff, retrying
 from monitor.ingest.sources.kafka import KafkaEventSource, PartitionListener
 
 log = structlog.get_logger("monitor.service.lifecycle")
 
 
 class Service:
-    """The live monitor: Kafka source -> pipeline -> sinks -> checkpoint -> commit, plus HTTP."""
+    """The live monitor: fetch (Kafka) -> run (shards) -> deliver (sinks) -> checkpoint -> commit."""
 
     def __init__(
         self,
         settings: Settings,
-        pipeline: Pipeline,
+        shards: Shards,
+        delivery: Delivery,
         source: KafkaEventSource,
         starters: list[Callable[[], Awaitable[None]]],
         closers: list[Callable[[], Awaitable[None]]],
@@ -41,7 +44,8 @@ class Service:
     ) -> None:
         self.settings = settings
         self.clock = clock  # the wall clock that advances quiet shards (a parameter so tests can move it)
-        self.pipeline = pipeline
+        self.shards = shards
+        self.delivery = delivery
         self.source = source
         self.starters = starters
         self.closers = closers
@@ -94,7 +98,7 @@ class Service:
         timeout = self.settings.service.shutdown_timeout
         log.info("signal received: draining, committing and stopping", signal=sig.name, timeout=timeout)
         self.stop_requested.set()
-        asyncio.get_running_loop().call_later(timeout, self.pipeline.give_up.set)
+        asyncio.get_running_loop().call_later(timeout, self.delivery.give_up.set)
 
     @property
     def undelivered(self) -> bool:
@@ -105,16 +109,20 @@ class Service:
 
     async def _assigned(self, partitions: list[int]) -> None:
         await self._await_delivery(self.rebalance_wait)  # the registry refresh then sees it
-        await self.pipeline.assigned(partitions, self.source.partition_count())
+        await self.delivery.refresh_accounts(self.source.partition_count())
+        self.shards.assign(partitions)
         for partition in partitions:
             if self.checkpoints is None:
                 continue
-            saved = await self._retry("load checkpoint", lambda p=partition: self.checkpoints.load(p))  # type: ignore[union-attr]
+            saved = await retrying(
+                lambda p=partition: self.checkpoints.load(p),  # type: ignore[union-attr]
+                what="load checkpoint", backoff=Backoff(0.5, 30.0), log=log, give_up=self.stop_requested.is_set,
+            )
             if saved is None:
                 log.info("partition assigned without checkpoint", partition=partition)
                 continue
             offset, state = saved
-            self.pipeline.shards[partition].restore(state)
+            self.shards[partition].restore(state)
             self.source.seek(partition, offset)
             self._checkpointed_at[partition] = time.time()
             log.info("partition restored from checkpoint", partition=partition, offset=offset, bytes=len(state))
@@ -134,21 +142,9 @@ class Service:
             except Exception as error:
                 log.warning("checkpoint on revoke failed; the next owner resumes from the previous one", error=str(error))
         self.assigned.difference_update(partitions)
-        self.pipeline.revoke(partitions)
+        self.shards.revoke(partitions)
         for partition in partitions:
             self._checkpointed_at.pop(partition, None)
-
-    async def _retry(self, what: str, attempt: Callable[[], Awaitable]):
-        delay = 0.5
-        while True:
-            try:
-                return await attempt()
-            except Exception as error:
-                if self.stop_requested.is_set():
-                    raise
-                log.warning(f"{what} failed, retrying", error=f"{type(error).__name__}: {error}", retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -183,8 +179,8 @@ class Service:
         and shutdown first wait for the delivery in flight, so a snapshot never holds a batch
         whose findings are not acknowledged.
         """
-        pipeline = self.pipeline
-        metrics = pipeline.metrics
+        shards = self.shards
+        metrics = shards.metrics
         engine = self.settings.engine
         grace = engine.allowed_lateness + engine.wall_clock_grace
         last_tick = 0.0
@@ -199,23 +195,22 @@ class Service:
             # Context for anything logged while this batch is in hand (retries, failures).
             structlog.contextvars.bind_contextvars(batch=batch_number, partitions=sorted(batch))
             self._in_hand = True
-            findings = pipeline.run_batch(batch)
+            findings = shards.run(batch)
             self._events_since_checkpoint += sum(len(records) for records in batch.values())
-            positions = {p: s.next_offset for p, s in pipeline.shards.items() if s.next_offset is not None}
-            lags = self.source.lag(positions)
+            lags = self.source.lag(shards.positions())
             for partition, lag in lags.items():
                 metrics.consumer_lag.labels(str(partition)).set(lag)
             now = self.clock()
             if now - last_tick >= 1.0:
                 last_tick = now
-                for partition, shard in pipeline.shards.items():
+                for partition, shard in shards.items():
                     if lags.get(partition, 0) == 0 and not batch.get(partition):
                         shard.advance(now - grace)  # quiet and caught up: the wall clock moves time
                         findings.extend(shard.take_findings())
                 for partition, at in self._checkpointed_at.items():
                     metrics.checkpoint_age.labels(str(partition)).set(time.time() - at)
-            offsets = pipeline.commit_offsets() if self.checkpoints is None else None
-            clocks = pipeline.clocks()
+            offsets = shards.commit_offsets() if self.checkpoints is None else None
+            clocks = shards.clocks()
             if not await self._settle():
                 return
             self._delivery = asyncio.ensure_future(self._deliver(findings, clocks, offsets))
@@ -228,16 +223,21 @@ class Service:
 
     async def _deliver(self, findings: Findings, clocks: list[ShardClock], offsets: dict[int, int] | None) -> bool:
         """One batch's delivery (a task beside the loop); without checkpoints, then its commit."""
-        delivered = await self.pipeline.deliver(findings, keepalive=self._keepalive, clocks=clocks)
+        delivered = await self.delivery.deliver(findings, lambda: self._owned(clocks), keepalive=self._keepalive)
         if delivered and offsets:
             try:
                 await self.source.commit(offsets)
-                self.pipeline.metrics.commits.labels("succeeded").inc()
-                self.pipeline.metrics.last_commit.set(time.time())
+                self.shards.metrics.commits.labels("succeeded").inc()
+                self.shards.metrics.last_commit.set(time.time())
             except Exception as error:
-                self.pipeline.metrics.commits.labels("failed").inc()
+                self.shards.metrics.commits.labels("failed").inc()
                 log.warning("commit failed; will commit with the next batch", error=f"{type(error).__name__}: {error}")
         return delivered
+
+    def _owned(self, clocks: list[ShardClock]) -> list[ShardClock]:
+        """The batch's clocks of the partitions still owned: a rebalance may have revoked some
+        since the batch ran, and their sweep is the next owner's."""
+        return [clock for clock in clocks if clock.partition in self.shards]
 
     async def _keepalive(self) -> None:
         """Between delivery retries: keep the consumer in its group, unless the loop is fetching
@@ -284,27 +284,27 @@ class Service:
         try:
             await self._checkpoint()
         except Exception as error:
-            self.pipeline.metrics.commits.labels("failed").inc()
+            self.shards.metrics.commits.labels("failed").inc()
             log.warning("checkpoint or commit failed; will retry after the next batch", error=f"{type(error).__name__}: {error}")
 
     async def _checkpoint(self, partitions: list[int] | None = None) -> None:
         """Write state+offset for the partitions (all by default), then commit those offsets."""
         shards = {
-            p: s for p, s in self.pipeline.shards.items()
+            p: s for p, s in self.shards.items()
             if (partitions is None or p in partitions) and s.commit_offset() is not None
         }
         if not shards:
             return
         offsets = {p: s.commit_offset() for p, s in shards.items()}
-        await self.pipeline.flush_accounts()  # the registry first: committed offsets never run ahead of it
+        await self.delivery.flush_accounts()  # the registry first: committed offsets never run ahead of it
         if self.checkpoints is not None:
             await self.checkpoints.save({p: (offsets[p], s.snapshot(), s.watermark) for p, s in shards.items()})
             now = time.time()
             for p in shards:
                 self._checkpointed_at[p] = now
         await self.source.commit(offsets)  # type: ignore[arg-type]
-        self.pipeline.metrics.commits.labels("succeeded").inc()
-        self.pipeline.metrics.last_commit.set(time.time())
+        self.shards.metrics.commits.labels("succeeded").inc()
+        self.shards.metrics.last_commit.set(time.time())
         self._last_checkpoint = time.monotonic()
         self._events_since_checkpoint = 0
 

@@ -1,14 +1,15 @@
 """One shard over one file: `replay` and tests (in-memory account registry), `demo` (PostgreSQL's).
 
-Built the same way as the daemon's pipeline, so a replayed file raises exactly the alerts the
-daemon would have raised live, dormancy crossings included (the sweep drains to the end of
-each batch's watermark here, where the daemon works off a backlog a chunk per batch). Run a
-file through it with `Pipeline.run_file`.
+Built from the same parts as the daemon (`Shards`, `Delivery`), so a replayed file raises
+exactly the alerts the daemon would have raised live, dormancy crossings included (the sweep
+drains to the end of each batch's watermark here, where the daemon works off a backlog a chunk
+per batch). Run a file through it with `OfflinePipeline.run_file`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from typing import Callable, Iterable, Mapping, Sequence
 
 from monitor.accounts.lifecycle import AccountLifecycle
 from monitor.accounts.memory import MemoryRegistry
@@ -16,7 +17,10 @@ from monitor.accounts.registry import AccountRegistry
 from monitor.service.config import Settings
 from monitor.places.geo import GeoServices
 from monitor.support.metrics import Metrics
-from monitor.delivery.pipeline import Pipeline
+from monitor.delivery.delivery import Delivery
+from monitor.engine.findings import Findings
+from monitor.engine.shards import Shards
+from monitor.support.retry import Backoff
 from monitor.service.shards import build_shard
 from sinks.base import Sink
 
@@ -28,7 +32,7 @@ def build_offline_pipeline(
     registry: AccountRegistry | None = None,
     gate=None,
     geo: GeoServices | None = None,
-) -> Pipeline:
+) -> "OfflinePipeline":
     """A pipeline over `registry` (a fresh in-memory one by default) and the alert `gate`, if
     any (`monitor.alerting.gate`); call `start_offline` next. `geo` defaults to one built from
     the settings (GeoIP readers, risky lists, shared networks)."""
@@ -43,30 +47,84 @@ def build_offline_pipeline(
         write_every=settings.accounts.write_every,
         write_limit=settings.accounts.write_limit,
     )
-    return Pipeline(
-        lambda partition: build_shard(settings, partition, geo=geo, restricted=lifecycle.restricted),
-        sinks,
-        metrics,
-        gate=gate,
-        accounts=lifecycle,
-    )
+    shards = Shards(lambda partition: build_shard(settings, partition, geo=geo, restricted=lifecycle.restricted), metrics)
+    return OfflinePipeline(shards, Delivery(sinks, metrics, gate=gate, accounts=lifecycle))
 
 
-async def start_offline(pipeline: Pipeline, roster: str | None = None, now: float | None = None):
+class OfflinePipeline:
+    """One partition's shard and the delivery behind it, run one batch after the other: the
+    daemon's loop without Kafka, checkpoints or overlap."""
+
+    def __init__(self, shards: Shards, delivery: Delivery) -> None:
+        self.shards = shards
+        self.delivery = delivery
+        self.metrics = shards.metrics
+
+    @property
+    def accounts(self):
+        return self.delivery.accounts
+
+    @property
+    def events_seen(self) -> int:
+        return self.shards.events_seen
+
+    @property
+    def alerts_raised(self) -> int:
+        return self.delivery.alerts_raised
+
+    @property
+    def retry_initial(self) -> float:
+        return self.delivery.backoff.initial
+
+    @retry_initial.setter
+    def retry_initial(self, seconds: float) -> None:
+        self.delivery.backoff = self.delivery.backoff._replace(initial=seconds)
+
+    def run_batch(self, batch: Mapping[int, list[tuple[int, bytes]]]) -> Findings:
+        return self.shards.run(batch)
+
+    async def deliver(self, findings: Findings) -> bool:
+        return await self.delivery.deliver(findings, self.shards.clocks)
+
+    async def run_file(self, batches: Iterable[list[tuple[int, bytes]]], on_batch: Callable[[], None] | None = None) -> float | None:
+        """Replay batches of one file through shard 0 to the end, then drain the reorder buffer.
+
+        Returns the seconds from the call to the first batch processed (start-up latency).
+        """
+        started = time.perf_counter()
+        first = None
+        for batch in batches:
+            findings = self.shards.run({0: batch})
+            if first is None:
+                first = time.perf_counter() - started
+            await self.deliver(findings)
+            if on_batch is not None:
+                on_batch()
+        await self.deliver(self.shards.drain())
+        await self.delivery.flush_accounts()
+        return first
+
+    async def flush_accounts(self) -> None:
+        await self.delivery.flush_accounts()
+
+    async def close(self) -> None:
+        await self.delivery.close()
+
+
+async def start_offline(pipeline: OfflinePipeline, roster: str | None = None, now: float | None = None):
     """Start the sinks, import `roster` (a CSV) if given, start the account lifecycle and
     build the one shard (partition 0 of 1). The roster's import report, or None.
 
     `now` is the import time (default: the wall clock), where a roster row without dates
     starts its idle clock. Raises `RosterError` if the roster cannot be read.
     """
-    import time
-
     from monitor.accounts.registry import import_roster_file
 
     report = None
     if roster is not None:
         report = await import_roster_file(pipeline.accounts.registry, roster, time.time() if now is None else now)
-    await pipeline.start_sinks()
+    await pipeline.delivery.start()
     await pipeline.accounts.start()
-    await pipeline.assigned([0], 1)
+    await pipeline.delivery.refresh_accounts(1)
+    pipeline.shards.assign([0])
     return report

@@ -1,8 +1,8 @@
 """Events from a Kafka topic through a consumer group, committed only after the sinks acknowledged.
 
-Partitions come and go with rebalances; the listener tells the pipeline so each partition
+Partitions come and go with rebalances; the listener tells the service so each partition
 has exactly one shard in the group. Auto-commit is off: the daemon commits the offsets the
-pipeline says are safe, after delivery.
+service says are safe, after delivery.
 """
 
 from __future__ import annotations
