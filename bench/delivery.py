@@ -31,9 +31,9 @@ from monitor.service.config import DeliverySettings, MqttSinkSettings, WebhookSi
 from monitor.engine.shard import Findings  # noqa: E402
 from monitor.support.metrics import Metrics  # noqa: E402
 from monitor.delivery.outbox import OutboxRelay  # noqa: E402
-from sinks.mqtt import MqttAlertSink  # noqa: E402
+from sinks.mqtt import MqttPublisher  # noqa: E402
 from sinks.postgres import PostgresSink  # noqa: E402
-from sinks.webhook import WebhookAlertSink  # noqa: E402
+from sinks.webhook import WebhookPublisher  # noqa: E402
 from tests.support.servers import PostgresServer, free_port  # noqa: E402
 
 
@@ -65,8 +65,8 @@ async def main(count: int, batch: int, server: PostgresServer) -> None:
     relays = []
     sink = PostgresSink(pool, outbox=[("mqtt", "low"), ("webhook", "low")], on_outbox=lambda: [r.wake.set() for r in relays])
     relays += [
-        OutboxRelay(MqttAlertSink(MqttSinkSettings(topic_prefix=prefix, client_id=f"pm-bench-{uuid.uuid4().hex[:6]}")), lambda: pool, metrics, settings),
-        OutboxRelay(WebhookAlertSink(WebhookSinkSettings(url=f"http://127.0.0.1:{port}/hook", secret="bench")), lambda: pool, metrics, settings),
+        OutboxRelay(MqttPublisher(MqttSinkSettings(topic_prefix=prefix, client_id=f"pm-bench-{uuid.uuid4().hex[:6]}")), lambda: pool, metrics, settings),
+        OutboxRelay(WebhookPublisher(WebhookSinkSettings(url=f"http://127.0.0.1:{port}/hook", secret="bench")), lambda: pool, metrics, settings),
     ]
     try:
         async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"pm-bench-sub-{uuid.uuid4().hex[:6]}") as subscriber:

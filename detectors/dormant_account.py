@@ -14,11 +14,10 @@ import msgspec
 
 from monitor.contract import policy
 from monitor.contract.accounts import Account, DormancyMark
-from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.durations import Seconds
 
 DAY = 86400.0
-Severity = Literal["low", "medium", "high", "critical"]
 PortalName = Literal["schools", "parent"]
 PORTAL_TITLES = {"schools": "Schools' Portal", "parent": "Parent Portal"}
 # The classes of accounts swept separately: each portal, and accounts of no known portal.

@@ -9,14 +9,14 @@ events and the disabled accounts the registry lent the shard at start (few).
 
 from __future__ import annotations
 
-from typing import Literal
+
 
 import msgspec
 
 from detectors.base import Detector, DetectorContext
 from monitor.contract import policy
 from monitor.contract.accounts import LoginAttempt, newest_restrictions
-from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.state.sessions import AccountState
 
@@ -25,7 +25,7 @@ DAY = 86400.0
 
 class DormantAccountLoginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
-    severity: Literal["low", "medium", "high", "critical"] = "high"
+    severity: Severity = "high"
     dormancy_reasons: list[str] = msgspec.field(
         default_factory=lambda: ["dormant", "dormancy", "inactive", "inactivity", "unused"]
     )

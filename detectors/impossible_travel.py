@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from detectors._places import distance_km, duration, place_evidence, where
 from detectors.base import IP_CHANGED, Detector, DetectorContext
 from monitor.contract import policy
-from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.places.geoip import Location
 from monitor.state.sessions import AccountState
 
-Severity = Literal["low", "medium", "high", "critical"]
 
 
 class ImpossibleTravelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import struct
 from datetime import date
@@ -12,13 +12,12 @@ import msgspec
 from detectors._places import where
 from detectors.base import Detector, DetectorContext
 from monitor.contract import policy
-from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.durations import Seconds
 from monitor.contract.events import PortalEvent
 from monitor.state.interning import Interner
 from monitor.state.sessions import AccountState
 
-Severity = Literal["low", "medium", "high", "critical"]
 
 
 class NewCountrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -33,6 +33,11 @@ def detector_ids() -> tuple[str, ...]:
     return tuple(DETECTORS) + SWEPT
 
 
+def location_detector_ids() -> tuple[str, ...]:
+    """The detectors that need a GeoIP City database (`Detector.requires_geoip`)."""
+    return tuple(detector_id for detector_id, cls in DETECTORS.items() if getattr(cls, "requires_geoip", False))
+
+
 def build_detectors(settings: Any, context: DetectorContext) -> list[Detector]:
     """The enabled detectors, each given its own settings section and the shard's context."""
     built = []

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+
 
 import msgspec
 
 from detectors.base import Detector, DetectorContext
 from monitor.contract.accounts import newest_restrictions
 from monitor.contract import policy
-from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.state.sessions import AccountState
 
@@ -18,7 +18,7 @@ WHAT = {"revoked": "access was revoked", "disabled": "account was disabled"}
 
 class RevokedAccessUseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
-    severity: Literal["low", "medium", "high", "critical"] = "critical"
+    severity: Severity = "critical"
 
 
 class Restricted(msgspec.Struct, array_like=True):

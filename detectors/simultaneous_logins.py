@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+
 
 import msgspec
 
 from detectors.base import Detector, DetectorContext
 from monitor.contract import policy
-from monitor.contract.alerts import Alert, new_alert, utc
+from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.state.sessions import AccountState, Session
 
@@ -19,8 +19,8 @@ class SimultaneousLoginsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_
     """Also alert on a second live session from the same /24 or /64 (a shared family PC)."""
     same_device_is_handover: bool = True
     """A new login from the same device id is a network switch (Wi-Fi to mobile), not sharing."""
-    severity: Literal["low", "medium", "high", "critical"] = "high"
-    severity_three_or_more: Literal["low", "medium", "high", "critical"] = "critical"
+    severity: Severity = "high"
+    severity_three_or_more: Severity = "critical"
 
 
 class SimultaneousLogins(Detector):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import IO
 
 import msgspec
 
 from detectors.dormant_account import dormancy_reason
 from monitor.contract.alerts import Alert
 from monitor.engine.findings import Findings
+from sinks.records import FileRecords, KafkaRecords
 from monitor.contract.settings import Section
 
 SCHEMA = "portal.action/v1"
@@ -76,62 +76,25 @@ def actions_in(findings: Findings) -> list[Action]:
     return [action for action in map(action_for, findings.alerts) if action is not None]
 
 
-class KafkaActions:
-    """Publishes actions to a topic and waits for the broker's acknowledgement."""
+class KafkaActions(KafkaRecords):
+    """Actions to `portal.actions`, keyed by the account they are about."""
 
     name = "actions"
 
-    def __init__(self, producer, topic: str) -> None:
-        self.producer = producer
-        self.topic = topic
-        self._encode = msgspec.json.Encoder().encode
+    def select(self, findings: Findings) -> list[Action]:
+        return actions_in(findings)
 
-    async def start(self) -> None:
-        pass
-
-    async def write(self, findings: Findings) -> None:
-        actions = actions_in(findings)
-        if not actions:
-            return
-        deliveries = [
-            await self.producer.send(self.topic, self._encode(action), key=action.account_id.encode())
-            for action in actions
-        ]
-        for delivery in deliveries:
-            await delivery
-
-    async def close(self) -> None:
-        pass
+    def key(self, action: Action) -> bytes:
+        return action.account_id.encode()
 
 
-class FileActions:
-    """Appends actions as JSON lines to a file (replay): the same events the daemon publishes."""
+class FileActions(FileRecords):
+    """Actions as JSON lines to a file (replay): the same events the daemon publishes."""
 
     name = "actions"
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.written = 0
-        self._out: IO[bytes] | None = None
-        self._encode = msgspec.json.Encoder().encode
-
-    async def start(self) -> None:
-        pass
-
-    async def write(self, findings: Findings) -> None:
-        actions = actions_in(findings)
-        if not actions:
-            return
-        if self._out is None:
-            self._out = open(self.path, "ab")
-        self._out.write(b"".join(self._encode(action) + b"\n" for action in actions))
-        self._out.flush()
-        self.written += len(actions)
-
-    async def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+    def select(self, findings: Findings) -> list[Action]:
+        return actions_in(findings)
 
 
 class ActionsSinkSettings(Section):

@@ -16,22 +16,18 @@ from datetime import datetime, timezone
 import aiohttp
 import msgspec
 
-from sinks.http_client import client_session
+from sinks.http_client import DeliveryRefused, client_session
 from sinks.outbound import OutboundAlert
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
 from monitor.contract.alerts import Severity
 
 
-class DeliveryRefused(Exception):
-    """Alertmanager answered, but not with 2xx."""
-
-
 def alertname(detector: str) -> str:
     return "".join(part.capitalize() for part in detector.split("_"))
 
 
-class AlertmanagerSink:
+class AlertmanagerPublisher:
     name = "alertmanager"
 
     def __init__(self, settings: AlertmanagerSinkSettings) -> None:

@@ -23,3 +23,7 @@ def client_session(timeout: float, ca_file: str = "", tls_verify: bool = True) -
         connector=aiohttp.TCPConnector(ssl=context, limit=16),
         headers={"User-Agent": USER_AGENT},
     )
+
+
+class DeliveryRefused(Exception):
+    """The receiver (a webhook, Alertmanager) answered, but not with 2xx."""

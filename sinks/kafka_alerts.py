@@ -15,7 +15,7 @@ from monitor.contract.durations import Seconds
 from monitor.contract.alerts import Severity
 
 
-class KafkaAlertSink:
+class KafkaPublisher:
     name = "kafka"
 
     def __init__(

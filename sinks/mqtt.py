@@ -19,7 +19,7 @@ from monitor.contract.durations import Seconds
 from monitor.contract.alerts import Severity
 
 
-class MqttAlertSink:
+class MqttPublisher:
     name = "mqtt"
     concurrency = 10  # QoS 1 publishes awaiting PUBACK at once (paho's in-flight window is 20)
 

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import time
 
-from sinks.http_client import client_session
+from sinks.http_client import DeliveryRefused, client_session
 from sinks.outbound import OutboundAlert
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
@@ -26,10 +26,6 @@ from monitor.contract.alerts import Severity
 SIGNATURE_HEADER = "X-Portal-Monitor-Signature"
 TIMESTAMP_HEADER = "X-Portal-Monitor-Timestamp"
 ALERT_ID_HEADER = "X-Portal-Monitor-Alert-Id"
-
-
-class DeliveryRefused(Exception):
-    """The receiver answered, but not with 2xx."""
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -47,7 +43,7 @@ def verify_signature(
     return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-class WebhookAlertSink:
+class WebhookPublisher:
     name = "webhook"
 
     def __init__(self, settings: WebhookSinkSettings) -> None:

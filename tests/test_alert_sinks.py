@@ -26,11 +26,11 @@ from monitor.service.config import AlertmanagerSinkSettings, DeliverySettings, M
 from monitor.engine.findings import Findings
 from monitor.support.metrics import Metrics
 from monitor.delivery.outbox import OutboxRelay, backoff
-from sinks.alertmanager import AlertmanagerSink
-from sinks.kafka_alerts import KafkaAlertSink
-from sinks.mqtt import MqttAlertSink
+from sinks.alertmanager import AlertmanagerPublisher
+from sinks.kafka_alerts import KafkaPublisher
+from sinks.mqtt import MqttPublisher
 from sinks.postgres import PostgresSink
-from sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookAlertSink, verify_signature
+from sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookPublisher, verify_signature
 from tests.support.owned_servers import OwnedAlertmanager
 from tests.support.servers import free_port
 
@@ -81,7 +81,7 @@ async def relay_until_delivered(relay: OutboxRelay, pool, timeout: float = 20.0)
 
 async def test_mqtt_subscriber_receives_the_alert_at_qos1(pool):
     prefix = f"pm-test-{uuid.uuid4().hex[:8]}/alerts"
-    sink = MqttAlertSink(MqttSinkSettings(enabled=True, topic_prefix=prefix, client_id=f"pm-{uuid.uuid4().hex[:8]}"))
+    sink = MqttPublisher(MqttSinkSettings(enabled=True, topic_prefix=prefix, client_id=f"pm-{uuid.uuid4().hex[:8]}"))
     alert = make_alert()
     await store_alerts(pool, [("mqtt", "low")], alert)
     metrics = Metrics(["simultaneous_logins"])
@@ -107,7 +107,7 @@ async def test_kafka_consumer_reads_portal_alerts_keyed_by_account(pool, kafka_b
     await producer.start()
     alert = make_alert()
     await store_alerts(pool, [("kafka", "low")], alert)
-    relay = OutboxRelay(KafkaAlertSink(producer, "portal.alerts"), lambda: pool, Metrics([]), FAST)
+    relay = OutboxRelay(KafkaPublisher(producer, "portal.alerts"), lambda: pool, Metrics([]), FAST)
     try:
         await relay_until_delivered(relay, pool)
     finally:
@@ -171,7 +171,7 @@ async def test_webhook_is_signed_and_retried_until_accepted(pool):
     metrics = Metrics([])
     metrics.add_outbox_sinks(["webhook"])
     async with WebhookReceiver(SECRET, fail_first=2) as receiver:
-        sink = WebhookAlertSink(WebhookSinkSettings(enabled=True, url=receiver.url, secret=SECRET))
+        sink = WebhookPublisher(WebhookSinkSettings(enabled=True, url=receiver.url, secret=SECRET))
         relay = OutboxRelay(sink, lambda: pool, metrics, FAST)
         await sink.start()
         try:
@@ -189,7 +189,7 @@ async def test_webhook_is_signed_and_retried_until_accepted(pool):
 async def test_webhook_signed_with_another_secret_is_refused_by_the_receiver(pool):
     await store_alerts(pool, [("webhook", "low")], make_alert())
     async with WebhookReceiver(SECRET) as receiver:
-        sink = WebhookAlertSink(WebhookSinkSettings(enabled=True, url=receiver.url, secret="not-the-secret"))
+        sink = WebhookPublisher(WebhookSinkSettings(enabled=True, url=receiver.url, secret="not-the-secret"))
         relay = OutboxRelay(sink, lambda: pool, Metrics([]), FAST)
         await sink.start()
         try:
@@ -221,7 +221,7 @@ async def test_alertmanager_shows_the_alert_in_its_api(pool):
     try:
         alert = make_alert()
         await store_alerts(pool, [("alertmanager", "low")], alert)
-        sink = AlertmanagerSink(AlertmanagerSinkSettings(enabled=True, url=manager.url, generator_url="https://monitor.example/api/v1"))
+        sink = AlertmanagerPublisher(AlertmanagerSinkSettings(enabled=True, url=manager.url, generator_url="https://monitor.example/api/v1"))
         relay = OutboxRelay(sink, lambda: pool, Metrics([]), FAST)
         await sink.start()
         try:
@@ -249,8 +249,8 @@ async def test_one_sink_down_does_not_hold_back_another(pool):
     await store_alerts(pool, [("mqtt", "low"), ("webhook", "low")], alert)
     metrics = Metrics([])
     metrics.add_outbox_sinks(["mqtt", "webhook"])
-    down = WebhookAlertSink(WebhookSinkSettings(enabled=True, url=f"http://127.0.0.1:{free_port()}/hook", secret=SECRET, timeout=2))
-    up = MqttAlertSink(MqttSinkSettings(enabled=True, topic_prefix=prefix, client_id=f"pm-{uuid.uuid4().hex[:8]}"))
+    down = WebhookPublisher(WebhookSinkSettings(enabled=True, url=f"http://127.0.0.1:{free_port()}/hook", secret=SECRET, timeout=2))
+    up = MqttPublisher(MqttSinkSettings(enabled=True, topic_prefix=prefix, client_id=f"pm-{uuid.uuid4().hex[:8]}"))
     relays = [OutboxRelay(down, lambda: pool, metrics, FAST), OutboxRelay(up, lambda: pool, metrics, FAST)]
     for relay in relays:
         await relay.start()

@@ -16,7 +16,7 @@ rereads the risky-network lists, each swapped in with one assignment.
 
 from __future__ import annotations
 
-from typing import Protocol, Any
+from typing import Any, Protocol, Sequence
 
 import structlog
 
@@ -29,8 +29,6 @@ from monitor.places.networks import NetworkMap
 from monitor.places.risky import RiskMatch, RiskyListSettings, RiskyNetworks
 from monitor.places.shared_networks import SharedNetworks, SharedNetworkSettings, egress_key
 
-# Detectors that need `geoip.city_db`; without it they see no locations and stay idle.
-LOCATION_DETECTORS: tuple[str, ...] = ("impossible_travel", "new_country")
 
 
 class Placed(Protocol):
@@ -60,22 +58,26 @@ class GeoServices:
         self._notes_size = geoip.cache_size if geoip is not None else 65_536
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "GeoServices":
-        """Open the databases and lists the settings name; one warning per problem, never raises."""
+    def from_settings(cls, settings: Any, location_detectors: Sequence[str] = ()) -> "GeoServices":
+        """Open the databases and lists the settings name; one warning per problem, never raises.
+
+        `location_detectors`: the detectors that need `geoip.city_db` (those declaring
+        `requires_geoip`, `detectors.registry.location_detector_ids()`); without the database
+        they see no locations and stay idle, and the log says which of the enabled ones are off."""
         config = settings.geoip
         geoip = GeoIP.open(config.city_db, config.asn_db, config.anonymous_db, config.cache_size)
         risky = RiskyNetworks(settings.networks.risky, use_anonymous_db=True)
         if settings.networks.risky:
             risky.reload()
         services = cls(geoip, risky, SharedNetworks.from_settings(settings.networks.shared))
-        services._report(settings, geoip)
+        services._report(settings, geoip, location_detectors)
         return services
 
-    def _report(self, settings: Any, geoip: GeoIP) -> None:
+    def _report(self, settings: Any, geoip: GeoIP, location_detectors: Sequence[str]) -> None:
         log = structlog.get_logger()
         wanted = [
             detector_id
-            for detector_id in LOCATION_DETECTORS
+            for detector_id in location_detectors
             if getattr(getattr(settings.detectors, detector_id, None), "enabled", False)
         ]
         if not geoip.has_city and wanted:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import structlog
 
-from detectors.registry import detector_ids
+from detectors.registry import detector_ids, location_detector_ids
 from monitor.response import api
 from monitor.accounts.lifecycle import AccountLifecycle
 from monitor.accounts.postgres import PostgresRegistry
@@ -26,7 +26,8 @@ from monitor.delivery.outbox import OutboxRelay
 from monitor.delivery.delivery import Delivery
 from monitor.support.retry import Backoff, retrying
 from monitor.engine.shards import Shards
-from monitor.service.lifecycle import Service
+from monitor.service.lifecycle import Part, Service
+from monitor.store import Store
 from monitor.places import shared_networks
 from monitor.places.geo import GeoServices
 from monitor.service.housekeeping import Periodic
@@ -41,14 +42,8 @@ from sinks.postgres import PostgresSink
 log = structlog.get_logger("monitor.service.app")
 
 
-async def connect_store(settings: Settings, stop: asyncio.Event):
+async def open_store(store: Store, stop: asyncio.Event) -> None:
     """Connect and migrate, retrying with backoff until it works or a stop is requested."""
-    from monitor import store
-
-    async def connect():
-        pool = await store.connect(settings.postgres)
-        await store.migrate(pool)
-        return pool
 
     async def wait(delay: float) -> None:
         try:
@@ -56,29 +51,38 @@ async def connect_store(settings: Settings, stop: asyncio.Event):
         except asyncio.TimeoutError:
             pass
 
-    return await retrying(connect, what="connecting to the store", backoff=Backoff(0.5, 30.0), log=log,
-                          give_up=stop.is_set, wait=wait)
+    await retrying(store.open, what="connecting to the store", backoff=Backoff(0.5, 30.0), log=log,
+                   give_up=stop.is_set, wait=wait)
 
 
-def account_lifecycle(settings: Settings, metrics: Metrics, pool=None) -> AccountLifecycle:
-    """Dormancy and account status over the PostgreSQL registry (`run`, `demo`); set `.registry.pool` before start."""
+def account_lifecycle(settings: Settings, metrics: Metrics, store=None) -> AccountLifecycle:
+    """Dormancy and account status over the PostgreSQL registry (`run`, `demo`)."""
     detectors = settings.detectors
     return AccountLifecycle(
-        PostgresRegistry(pool), detectors.dormant_account, detectors.dormant_account_login, metrics=metrics,
+        PostgresRegistry(store), detectors.dormant_account, detectors.dormant_account_login, metrics=metrics,
         write_every=settings.accounts.write_every, write_limit=settings.accounts.write_limit,
     )
 
 
 def build_service(settings: Settings, clock: Callable[[], float] = time.time) -> Service:
-    """The live daemon, fully wired but not started. `clock`: the wall clock for quiet shards."""
+    """The live daemon, fully wired but not started. `clock`: the wall clock for quiet shards.
+
+    Every part is built whole here and handed what it needs; `Service.run` starts the parts in
+    the order of `parts` and closes the started ones in reverse.
+    """
     from aiokafka import AIOKafkaProducer
 
     check_sinks(settings)
-    sinks: list = []
-    starters: list = []
-    closers: list = []
+    parts: list[Part] = []
+    stop = asyncio.Event()
+    wants_store = settings.sinks.postgres.enabled or settings.accounts.registry
+    store = Store(settings.postgres) if wants_store else None
+    if store is not None:
+        parts.append(Part("store", lambda: open_store(store, stop), store.close))
+
     producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all", enable_idempotence=settings.kafka.idempotent_producer)
-    sinks.append(KafkaDeadLetters(producer, settings.source.dead_letter_topic))
+    parts.append(Part("kafka producer", producer.start, producer.stop))
+    sinks: list = [KafkaDeadLetters(producer, settings.source.dead_letter_topic)]
     if settings.sinks.actions.enabled:
         sinks.append(KafkaActions(producer, settings.sinks.actions.topic))
     if settings.sinks.jsonl.enabled:
@@ -88,7 +92,7 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
     postgres_sink = None
     if settings.sinks.postgres.enabled:
         postgres_sink = PostgresSink(
-            pool=None,
+            pool=store,
             min_severity=settings.sinks.postgres.min_severity,
             outbox=[(p.name, p.min_severity) for p in publishers],
             on_outbox=lambda: [relay.wake.set() for relay in relays],
@@ -98,8 +102,20 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
         sinks.extend(DirectAlertSink(p) for p in publishers)  # no outbox without PostgreSQL
     metrics = Metrics(detector_ids(), [sink.name for sink in sinks])
     gate = build_gate(settings)
-    geo = GeoServices.from_settings(settings)  # one per process: GeoIP readers, lists, shared networks
-    accounts = account_lifecycle(settings, metrics) if settings.accounts.registry else None
+    geo = GeoServices.from_settings(settings, location_detector_ids())  # one per process: GeoIP readers, lists, shared networks
+    accounts = account_lifecycle(settings, metrics, store) if settings.accounts.registry else None
+    if accounts is not None:
+        parts.append(Part("account registry", accounts.start, _nothing))
+    if store is not None and settings.networks.shared.enabled and geo.shared is not None:
+
+        async def sync_shared_networks() -> None:
+            """Merge the learnt shared networks with the other processes' (one SQL upsert)."""
+            async with store.acquire() as conn:
+                await shared_networks.sync(conn, geo.shared)
+
+        shared_sync = Periodic("shared networks", settings.networks.shared.sync_interval, sync_shared_networks)
+        parts.append(Part("shared networks sync", shared_sync.start, shared_sync.close))
+
     shards = Shards(
         # The disabled and revoked accounts as the registry knew them when the partition came.
         lambda partition: build_shard(
@@ -108,68 +124,40 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
         metrics,
     )
     delivery = Delivery(sinks, metrics, gate=gate, accounts=accounts)
-    source = KafkaEventSource(settings.kafka, settings.source)
-    service = Service(settings, shards, delivery, source, starters, closers, clock=clock)
-    service.on_reload.append(geo.reload)  # SIGHUP: reopen GeoIP databases, re-read risky lists
-
-    if settings.http.enabled:
-        app = build_app(metrics, service.readiness)
-        api.mount(app, settings.api.token, lambda: postgres_sink.pool if postgres_sink else None, settings.api.max_limit)
-        http = HttpServer(app, settings.http.host, settings.http.port)
-        starters.append(http.start)
-        closers.append(http.close)
-
-    if postgres_sink is not None or accounts is not None:
-        pool_holder: dict = {}
-
-        async def start_store() -> None:
-            pool = pool_holder["pool"] = await connect_store(settings, service.stop_requested)
-            if postgres_sink is not None:
-                postgres_sink.pool = pool
-            if settings.checkpoint.enabled:
-                service.checkpoints = CheckpointStore(pool, settings.source.group_id, settings.source.topic)
-            if accounts is not None:
-                accounts.registry.pool = pool
-                await accounts.start()
-            if settings.networks.shared.enabled and geo.shared is not None:
-                await shared_sync.start()
-
-        async def sync_shared_networks() -> None:
-            """Merge the learnt shared networks with the other processes' (one SQL upsert)."""
-            async with pool_holder["pool"].acquire() as conn:
-                await shared_networks.sync(conn, geo.shared)
-
-        shared_sync = Periodic("shared networks", settings.networks.shared.sync_interval, sync_shared_networks)
-
-        async def close_store() -> None:
-            await shared_sync.close()
-            if pool_holder.get("pool") is not None:
-                await pool_holder.pop("pool").close()
-
-        starters.append(start_store)
-        closers.append(close_store)
-
-    starters.append(producer.start)
-    starters.append(delivery.start)
-    closers.append(delivery.close)
-    closers.append(producer.stop)
+    parts.append(Part("sinks", delivery.start, delivery.close))
     if postgres_sink is not None:
-        wire_delivery(settings, postgres_sink, gate, publishers, relays, metrics, starters, closers)
+        parts.append(delivery_part(settings, store, gate, publishers, relays, metrics))
+    checkpoints = None
+    if store is not None and settings.checkpoint.enabled:
+        checkpoints = CheckpointStore(store, settings.source.group_id, settings.source.topic)
+    source = KafkaEventSource(settings.kafka, settings.source)
+    if settings.http.enabled:
+        app = build_app(metrics, lambda: service.readiness())
+        api.mount(app, settings.api.token, store.pool_or_none if postgres_sink is not None else (lambda: None),
+                  settings.api.max_limit)
+        http = HttpServer(app, settings.http.host, settings.http.port)
+        parts.insert(0, Part("http", http.start, http.close))  # first: /livez and /readyz while starting
+    service = Service(settings, shards, delivery, source, parts, checkpoints=checkpoints, clock=clock, stop=stop)
+    service.on_reload.append(geo.reload)  # SIGHUP: reopen GeoIP databases, re-read risky lists
     return service
+
+
+async def _nothing() -> None:
+    return None
 
 
 def build_publishers(settings: Settings, producer=None) -> list:
     """The external alert sinks enabled in [sinks.*]. Without a `producer`, a Kafka sink owns one."""
-    from sinks.alertmanager import AlertmanagerSink
-    from sinks.kafka_alerts import KafkaAlertSink
-    from sinks.mqtt import MqttAlertSink
-    from sinks.webhook import WebhookAlertSink
+    from sinks.alertmanager import AlertmanagerPublisher
+    from sinks.kafka_alerts import KafkaPublisher
+    from sinks.mqtt import MqttPublisher
+    from sinks.webhook import WebhookPublisher
 
     check_sinks(settings)
     s = settings.sinks
     publishers: list = []
     if s.mqtt.enabled:
-        publishers.append(MqttAlertSink(s.mqtt))
+        publishers.append(MqttPublisher(s.mqtt))
     if s.kafka.enabled:
         owned = producer is None
         if owned:
@@ -178,11 +166,11 @@ def build_publishers(settings: Settings, producer=None) -> list:
             producer = AIOKafkaProducer(
                 **client_options(settings.kafka), acks="all", enable_idempotence=settings.kafka.idempotent_producer
             )
-        publishers.append(KafkaAlertSink(producer, s.kafka.topic, s.kafka.min_severity, s.kafka.timeout, owns_producer=owned))
+        publishers.append(KafkaPublisher(producer, s.kafka.topic, s.kafka.min_severity, s.kafka.timeout, owns_producer=owned))
     if s.webhook.enabled:
-        publishers.append(WebhookAlertSink(s.webhook))
+        publishers.append(WebhookPublisher(s.webhook))
     if s.alertmanager.enabled:
-        publishers.append(AlertmanagerSink(s.alertmanager))
+        publishers.append(AlertmanagerPublisher(s.alertmanager))
     return publishers
 
 
@@ -195,28 +183,27 @@ def check_sinks(settings: Settings) -> None:
         raise ConfigError("sinks.alertmanager: needs url")
 
 
-def wire_delivery(settings, postgres_sink, gate, publishers, relays, metrics, starters, closers) -> None:
-    """After the store is connected: seed the gate, start the outbox relays and the periodic jobs
+def delivery_part(settings, store, gate, publishers, relays, metrics) -> Part:
+    """Once the store is connected: seed the gate, start the outbox relays and the periodic jobs
     (silences and verdict totals, retention)."""
-    from monitor.response import queries as responder
+    from monitor.response import queries
     from monitor.alerting.gate import silences_from_settings
-    from monitor.service.housekeeping import Periodic, load_silences, warm_gate
+    from monitor.service.housekeeping import load_silences, warm_gate
     from monitor.store.retention import purge
 
-    pool = lambda: postgres_sink.pool  # noqa: E731 - the pool exists once start_store ran
     metrics.add_outbox_sinks(p.name for p in publishers)
     for publisher in publishers:
-        relays.append(OutboxRelay(publisher, pool, metrics, settings.delivery))
+        relays.append(OutboxRelay(publisher, store.pool_or_none, metrics, settings.delivery))
     configured = silences_from_settings(settings)
 
     async def refresh() -> None:
-        await load_silences(pool(), gate, configured)
+        await load_silences(store.pool, gate, configured)
         # groups opened by another process (partitions taken over in a rebalance)
-        await warm_gate(pool(), gate)
-        metrics.alert_verdicts.update(await responder.verdict_totals(pool()))
+        await warm_gate(store.pool, gate)
+        metrics.alert_verdicts.update(await queries.verdict_totals(store.pool))
 
     async def retention() -> None:
-        purged = await purge(pool(), settings.retention.keep_for, settings.retention.chunk)
+        purged = await purge(store.pool, settings.retention.keep_for, settings.retention.chunk)
         for kind in ("sessions", "alerts"):
             metrics.retention_purged.labels(kind).inc(purged[kind])
         if any(purged.values()):
@@ -226,10 +213,10 @@ def wire_delivery(settings, postgres_sink, gate, publishers, relays, metrics, st
     if settings.retention.enabled:
         jobs.append(Periodic("retention", settings.retention.interval, retention))
 
-    async def start_delivery() -> None:
+    async def start() -> None:
         try:
-            await load_silences(pool(), gate, configured)
-            seeded = await warm_gate(pool(), gate)
+            await load_silences(store.pool, gate, configured)
+            seeded = await warm_gate(store.pool, gate)
             log.info("alert gate ready", groups_from_store=seeded, silences=len(gate.silences))
         except Exception as error:
             log.warning("alert gate not seeded from the store", error=f"{type(error).__name__}: {error}")
@@ -240,11 +227,10 @@ def wire_delivery(settings, postgres_sink, gate, publishers, relays, metrics, st
         if relays:
             log.info("outbox relays started", sinks=[relay.sink for relay in relays])
 
-    async def close_delivery() -> None:
+    async def close() -> None:
         for relay in relays:
             await relay.close()
         for job in jobs:
             await job.close()
 
-    starters.append(start_delivery)
-    closers.append(close_delivery)
+    return Part("outbox and housekeeping", start, close)

@@ -11,10 +11,11 @@ The order of a checkpoint and what a crash at each step means is in `monitor.ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, NamedTuple, Sequence
 
 import structlog
 
@@ -29,6 +30,15 @@ from monitor.ingest.sources.kafka import KafkaEventSource, PartitionListener
 log = structlog.get_logger("monitor.service.lifecycle")
 
 
+class Part(NamedTuple):
+    """A part of the daemon with a lifetime: started in the order given, closed in reverse
+    (only the parts that started), a failure to close logged, never raised."""
+
+    name: str
+    start: Callable[[], Awaitable[object]]
+    close: Callable[[], Awaitable[object]]
+
+
 class Service:
     """The live monitor: fetch (Kafka) -> run (shards) -> deliver (sinks) -> checkpoint -> commit."""
 
@@ -38,19 +48,20 @@ class Service:
         shards: Shards,
         delivery: Delivery,
         source: KafkaEventSource,
-        starters: list[Callable[[], Awaitable[None]]],
-        closers: list[Callable[[], Awaitable[None]]],
+        parts: Sequence[Part],
+        checkpoints: CheckpointStore | None = None,
         clock: Callable[[], float] = time.time,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock  # the wall clock that advances quiet shards (a parameter so tests can move it)
         self.shards = shards
         self.delivery = delivery
         self.source = source
-        self.starters = starters
-        self.closers = closers
-        self.checkpoints: CheckpointStore | None = None  # set by the composition root once connected
-        self.stop_requested = asyncio.Event()
+        self.parts = list(parts)
+        self.checkpoints = checkpoints  # None: no state store, each delivery commits its own offsets
+        self._resources = contextlib.AsyncExitStack()  # the started parts, to close in reverse
+        self.stop_requested = stop if stop is not None else asyncio.Event()  # parts may wait on it
         self.started = False
         self.assigned: set[int] = set()
         self.signals_seen = 0
@@ -151,10 +162,11 @@ class Service:
     async def run(self) -> int:
         self.install_signal_handlers()
         try:
-            for start in self.starters:
+            for part in self.parts:
                 if self.stop_requested.is_set():
                     break
-                await start()
+                await part.start()
+                self._resources.push_async_callback(self._close, part)
             await self.source.start(PartitionListener(self._assigned, self._revoked))
         except Exception as error:
             log.error("start-up failed", error=f"{type(error).__name__}: {error}")
@@ -320,9 +332,12 @@ class Service:
             await self.source.stop()
         except Exception as error:
             log.warning("consumer stop failed", error=str(error))
-        for close in reversed(self.closers):
-            try:
-                await close()
-            except Exception as error:
-                log.warning("close failed", error=str(error))
+        await self._resources.aclose()
         log.info("monitor stopped", clean=self.clean_exit)
+
+    @staticmethod
+    async def _close(part: Part) -> None:
+        try:
+            await part.close()
+        except Exception as error:
+            log.warning("close failed", part=part.name, error=f"{type(error).__name__}: {error}")

@@ -15,6 +15,7 @@ from monitor.accounts.lifecycle import AccountLifecycle
 from monitor.accounts.memory import MemoryRegistry
 from monitor.accounts.registry import AccountRegistry
 from monitor.service.config import Settings
+from detectors.registry import location_detector_ids
 from monitor.places.geo import GeoServices
 from monitor.support.metrics import Metrics
 from monitor.delivery.delivery import Delivery
@@ -37,7 +38,7 @@ def build_offline_pipeline(
     any (`monitor.alerting.gate`); call `start_offline` next. `geo` defaults to one built from
     the settings (GeoIP readers, risky lists, shared networks)."""
     if geo is None:
-        geo = GeoServices.from_settings(settings)
+        geo = GeoServices.from_settings(settings, location_detector_ids())
     lifecycle = AccountLifecycle(
         registry if registry is not None else MemoryRegistry(),
         settings.detectors.dormant_account,

@@ -6,7 +6,7 @@ from typing import Mapping
 
 from detectors.base import DetectorContext
 from detectors.dormant_account import DormantAccount
-from detectors.registry import build_detectors
+from detectors.registry import build_detectors, location_detector_ids
 from monitor.contract.accounts import Restriction
 from monitor.service.config import Settings
 from monitor.ingest.decode import EventDecoder
@@ -25,12 +25,12 @@ def build_shard(
     """A fresh shard for `partition`, with its own session table and detector instances.
 
     `geo` is the process's `GeoServices` (GeoIP readers, risky lists, shared networks): build it
-    once with `GeoServices.from_settings(settings)` and pass it to every shard. Without it the
+    once with `GeoServices.from_settings(settings, location_detector_ids())` and pass it to every shard. Without it the
     shard opens its own, which is right for one shard (a replay, a test) only.
     `restricted`: the disabled and revoked accounts the account registry knows of.
     """
     if geo is None:
-        geo = GeoServices.from_settings(settings)
+        geo = GeoServices.from_settings(settings, location_detector_ids())
     networks = NetworkMap(settings.networks.allowlist)
     sessions = SessionTable(
         networks,

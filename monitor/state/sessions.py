@@ -244,7 +244,7 @@ class SessionTable:
         self.accounts = {account.account_id: account for account in accounts}
         for account in accounts:
             sessions = account.sessions
-            if len(sessions) == 1 and type(sessions) is dict:  # as written by an earlier version
+            if len(sessions) == 1 and type(sessions) is dict:  # snapshot version 1 wrote a lone session as a dict
                 account.sessions = OneSession(*sessions.values())
         self._expiry = ExpirySchedule()
         self.open_sessions = 0

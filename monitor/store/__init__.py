@@ -38,6 +38,65 @@ async def connect(settings: PostgresSettings) -> asyncpg.Pool:
     return pool
 
 
+class Store:
+    """The store as the composition root hands it out: made before it is connected, so every part
+    that needs PostgreSQL (the sink, the account registry, checkpoints, the outbox, the API) gets
+    it at construction; `open()` connects and migrates at start.
+
+    It answers the pool calls the parts make (`acquire`, `execute`, `executemany`, `fetch`,
+    `fetchrow`, `fetchval`), so a part written for an asyncpg pool takes either.
+    """
+
+    def __init__(self, settings: "PostgresSettings") -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._pool is not None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the store is not connected yet")
+        return self._pool
+
+    def pool_or_none(self) -> asyncpg.Pool | None:
+        return self._pool
+
+    async def open(self) -> None:
+        pool = await connect(self.settings)
+        try:
+            await migrate(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    def acquire(self):
+        return self.pool.acquire()
+
+    async def execute(self, *args, **kwargs):
+        return await self.pool.execute(*args, **kwargs)
+
+    async def executemany(self, *args, **kwargs):
+        return await self.pool.executemany(*args, **kwargs)
+
+    async def fetch(self, *args, **kwargs):
+        return await self.pool.fetch(*args, **kwargs)
+
+    async def fetchrow(self, *args, **kwargs):
+        return await self.pool.fetchrow(*args, **kwargs)
+
+    async def fetchval(self, *args, **kwargs):
+        return await self.pool.fetchval(*args, **kwargs)
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every migration shipped with the package, in order."""
     found = []
