@@ -25,7 +25,8 @@ from monitor.contract.alerts import new_alert
 from monitor.service.config import AlertmanagerSinkSettings, DeliverySettings, MqttSinkSettings, WebhookSinkSettings
 from monitor.engine.findings import Findings
 from monitor.support.metrics import Metrics
-from monitor.delivery.outbox import OutboxRelay, backoff
+from monitor.delivery.outbox import OutboxRelay
+from monitor.support.retry import Backoff
 from sinks.alertmanager import AlertmanagerPublisher
 from sinks.kafka_alerts import KafkaPublisher
 from sinks.mqtt import MqttPublisher
@@ -300,10 +301,10 @@ async def test_repeats_and_silences_are_stored_not_published(pool):
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap():
-    assert backoff(1, 1, 300, rand=lambda: 1.0) == 1
-    assert backoff(4, 1, 300, rand=lambda: 1.0) == 8
-    assert backoff(4, 1, 300, rand=lambda: 0.0) == 4
-    assert backoff(50, 1, 300, rand=lambda: 1.0) == 300
+    assert Backoff(1, 300, jitter=True).after(1, rand=lambda: 1.0) == 1
+    assert Backoff(1, 300, jitter=True).after(4, rand=lambda: 1.0) == 8
+    assert Backoff(1, 300, jitter=True).after(4, rand=lambda: 0.0) == 4
+    assert Backoff(1, 300, jitter=True).after(50, rand=lambda: 1.0) == 300
 
 
 async def test_replay_without_postgres_publishes_directly_and_groups_as_live(tmp_path):

@@ -26,6 +26,7 @@ from typing import Callable
 import structlog
 
 from monitor.support.metrics import Metrics
+from monitor.support.retry import Backoff, retrying
 from sinks.outbound import OutboundAlert, Publisher, outbound_from_json
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
@@ -61,12 +62,6 @@ FROM alert_outbox WHERE sink = $1 AND delivered_at IS NULL
 """
 
 
-def backoff(attempts: int, initial: float, maximum: float, rand: Callable[[], float] = random.random) -> float:
-    """Seconds before the next attempt: exponential in the attempts made, with jitter in [d/2, d]."""
-    delay = min(maximum, initial * (2 ** min(max(attempts - 1, 0), 30)))
-    return delay / 2 + rand() * delay / 2
-
-
 class OutboxRelay:
     """Delivers one sink's outbox rows until closed."""
 
@@ -81,6 +76,8 @@ class OutboxRelay:
         self.publisher = publisher
         self.sink = publisher.name
         self._pool = pool
+        # Rows a publisher refused wait longer each attempt, with jitter so relays do not wake in step.
+        self._row_backoff = Backoff(settings.retry_initial, settings.retry_max, jitter=True)
         self.metrics = metrics
         self.settings = settings
         # the publisher's own timeout applies first; this one only bounds a stuck publish
@@ -108,19 +105,11 @@ class OutboxRelay:
         await self.publisher.close()
 
     async def _run(self) -> None:
-        db_delay = self.settings.retry_initial
+        store_backoff = Backoff(self.settings.retry_initial, self.settings.retry_max)
         while True:
             self.wake.clear()  # before the claim: a wake-up during the round is not lost
-            try:
-                delivered = await self.run_once()
-                db_delay = self.settings.retry_initial
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # PostgreSQL unreachable: wait and try again
-                log.warning("outbox not reachable", sink=self.sink, error=f"{type(error).__name__}: {error}", retry_in=round(db_delay, 1))
-                await asyncio.sleep(db_delay)
-                db_delay = min(db_delay * 2, self.settings.retry_max)
-                continue
+            # PostgreSQL unreachable: wait and try again
+            delivered = await retrying(self.run_once, what="outbox", backoff=store_backoff, log=log, sink=self.sink)
             if delivered < self.settings.batch_size:
                 try:
                     await asyncio.wait_for(self.wake.wait(), self.settings.poll_interval)
@@ -141,7 +130,7 @@ class OutboxRelay:
             results = await asyncio.gather(*(self._publish(row) for row in rows))
             delivered = [row["id"] for row, error in zip(rows, results) if error is None]
             failed = [
-                (row["id"], backoff(row["attempts"], self.settings.retry_initial, self.settings.retry_max), error)
+                (row["id"], self._row_backoff.after(row["attempts"]), error)
                 for row, error in zip(rows, results)
                 if error is not None
             ]

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from monitor.ingest.decode import classify
+from monitor.support.retry import Backoff, retrying
 from monitor.ingest.kafka_client import KafkaSettings, client_options
 from monitor.ingest.sources.kafka import SourceSettings
 
@@ -82,19 +83,17 @@ class Repartitioner:
         auto-created) relay the whole batch again after a backoff. The raw offsets are not
         committed until it went through, so a record may reach the target twice, never zero
         times; the monitor drops the repeat by its event_id."""
-        delay = 0.2
-        while True:
-            counted = (self.stats.relayed, self.stats.dead_letters)
-            try:
-                await self._relay(fetched)
-                return
-            except KafkaError as error:
-                if not error.retriable or self.stop_requested.is_set():
-                    raise
-                self.stats.relayed, self.stats.dead_letters = counted
-                log.warning("produce failed, relaying the batch again", error=type(error).__name__, retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+        counted = (self.stats.relayed, self.stats.dead_letters)
+
+        async def relay() -> None:
+            self.stats.relayed, self.stats.dead_letters = counted  # a repeat counts once
+            await self._relay(fetched)
+
+        await retrying(
+            relay, what="relaying a batch", backoff=Backoff(0.2, 10.0), log=log,
+            give_up=self.stop_requested.is_set,
+            retriable=lambda error: isinstance(error, KafkaError) and error.retriable,
+        )
 
     async def _relay(self, fetched) -> None:
         deliveries = []
