@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import msgspec
 
 from monitor.contract import policy
 from monitor.contract.accounts import Account, DormancyMark
+from monitor.contract.settings import Section
 from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.durations import Seconds
 
@@ -29,7 +29,7 @@ def dormancy_reason(days: int, idle: float) -> str:
     return f"no successful login for {days} days (idle since {utc(idle):%Y-%m-%dT%H:%M:%SZ})"
 
 
-class DormantAccountSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class DormantAccountSettings(Section):
     enabled: bool = True
     period: Seconds = Seconds(180 * DAY)
     """Time without a successful login after which an account is dormant (the Site Terms: 180 days)."""

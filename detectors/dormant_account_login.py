@@ -9,13 +9,12 @@ events and the disabled accounts the registry lent the shard at start (few).
 
 from __future__ import annotations
 
-
-
 import msgspec
 
 from detectors.base import Detector, DetectorContext
 from monitor.contract import policy
 from monitor.contract.accounts import LoginAttempt, newest_restrictions
+from monitor.contract.settings import Section
 from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.state.sessions import AccountState
@@ -23,7 +22,7 @@ from monitor.state.sessions import AccountState
 DAY = 86400.0
 
 
-class DormantAccountLoginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class DormantAccountLoginSettings(Section):
     enabled: bool = True
     severity: Severity = "high"
     dormancy_reasons: list[str] = msgspec.field(

@@ -9,6 +9,7 @@ import msgspec
 from detectors._places import distance_km, duration, place_evidence, where
 from detectors.base import IP_CHANGED, Detector, DetectorContext
 from monitor.contract import policy
+from monitor.contract.settings import Section
 from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.places.geoip import Location
@@ -16,7 +17,7 @@ from monitor.state.sessions import AccountState
 
 
 
-class ImpossibleTravelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ImpossibleTravelSettings(Section):
     enabled: bool = True
     min_distance_km: float = 500.0
     """Distance between the two places after subtracting both GeoIP accuracy radii."""

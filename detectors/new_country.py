@@ -12,6 +12,7 @@ import msgspec
 from detectors._places import where
 from detectors.base import Detector, DetectorContext
 from monitor.contract import policy
+from monitor.contract.settings import Section
 from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.durations import Seconds
 from monitor.contract.events import PortalEvent
@@ -20,7 +21,7 @@ from monitor.state.sessions import AccountState
 
 
 
-class NewCountrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class NewCountrySettings(Section):
     enabled: bool = True
     baseline_logins: int = 10
     """The account has a baseline after this many located logins..."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
-
 import msgspec
 
 from detectors.base import Detector, DetectorContext
 from monitor.contract.accounts import newest_restrictions
 from monitor.contract import policy
+from monitor.contract.settings import Section
 from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.state.sessions import AccountState
@@ -16,7 +15,7 @@ from monitor.state.sessions import AccountState
 WHAT = {"revoked": "access was revoked", "disabled": "account was disabled"}
 
 
-class RevokedAccessUseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class RevokedAccessUseSettings(Section):
     enabled: bool = True
     severity: Severity = "critical"
 

@@ -9,6 +9,7 @@ import msgspec
 from detectors._places import place_evidence, where
 from detectors.base import IP_CHANGED, Detector, DetectorContext
 from monitor.contract import policy
+from monitor.contract.settings import Section
 from monitor.contract.alerts import Alert, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.places.risky import KIND_TEXT
@@ -27,7 +28,7 @@ class RiskSeverities(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     public: SeverityOrOff = "medium"
 
 
-class RiskyNetworkSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class RiskyNetworkSettings(Section):
     enabled: bool = True
     severity: RiskSeverities = msgspec.field(default_factory=RiskSeverities)
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-
-
-import msgspec
-
 from detectors.base import Detector, DetectorContext
 from monitor.contract import policy
+from monitor.contract.settings import Section
 from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.state.sessions import AccountState, Session
 
 
-class SimultaneousLoginsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class SimultaneousLoginsSettings(Section):
     enabled: bool = True
     alert_same_network: bool = False
     """Also alert on a second live session from the same /24 or /64 (a shared family PC)."""

@@ -14,22 +14,29 @@ import msgspec
 from monitor.engine.findings import Findings
 
 
-class FileRecords:
-    """Appends the selected records to a JSONL file, created on the first one."""
+class Records:
+    """What both writers share: a name, which records of a batch they take, JSON encoding."""
 
     name = "records"
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.written = 0
-        self._out: IO[bytes] | None = None
+    def __init__(self) -> None:
         self._encode = msgspec.json.Encoder().encode
 
     def select(self, findings: Findings) -> Sequence[Any]:
-        raise NotImplementedError
+        raise NotImplementedError  # each subclass says which records it writes
 
     async def start(self) -> None:
         pass
+
+
+class FileRecords(Records):
+    """Appends the selected records to a JSONL file, created on the first one."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.written = 0
+        self._out: IO[bytes] | None = None
 
     async def write(self, findings: Findings) -> None:
         records = self.select(findings)
@@ -47,24 +54,16 @@ class FileRecords:
             self._out = None
 
 
-class KafkaRecords:
+class KafkaRecords(Records):
     """Produces the selected records to a topic and waits until the broker acknowledged all."""
 
-    name = "records"
-
     def __init__(self, producer, topic: str) -> None:
+        super().__init__()
         self.producer = producer
         self.topic = topic
-        self._encode = msgspec.json.Encoder().encode
-
-    def select(self, findings: Findings) -> Sequence[Any]:
-        raise NotImplementedError
 
     def key(self, record: Any) -> bytes:
-        raise NotImplementedError
-
-    async def start(self) -> None:
-        pass
+        raise NotImplementedError  # each subclass says what its records are keyed by
 
     async def write(self, findings: Findings) -> None:
         records = self.select(findings)

@@ -27,6 +27,7 @@ import structlog
 
 from monitor.support.metrics import Metrics
 from monitor.support.retry import Backoff, retrying
+from monitor.support.tasks import stop_task
 from sinks.outbound import OutboundAlert, Publisher, outbound_from_json
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
@@ -95,13 +96,8 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.sink}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self.publisher.close()
 
     async def _run(self) -> None:

@@ -11,6 +11,8 @@ from typing import Awaitable, Callable
 
 import structlog
 
+from monitor.support.tasks import stop_task
+
 from monitor.alerting.gate import AlertGate, Silence
 
 log = structlog.get_logger("monitor.service.housekeeping")
@@ -39,13 +41,8 @@ class Periodic:
             await asyncio.sleep(self.interval)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
 
 async def load_silences(pool, gate: AlertGate, configured: list[Silence]) -> None:
