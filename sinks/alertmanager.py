@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-import aiohttp
 import msgspec
 
 from sinks.http_client import DeliveryRefused, client_session
@@ -74,7 +73,9 @@ class AlertmanagerPublisher:
         if s.bearer_token:
             headers["Authorization"] = f"Bearer {s.bearer_token}"
         elif s.username:
-            auth = aiohttp.BasicAuth(s.username, s.password)
+            from aiohttp import BasicAuth
+
+            auth = BasicAuth(s.username, s.password)
         async with self._session.post(self.url, data=self._encode(self.payload(alert)), headers=headers, auth=auth) as response:
             if not 200 <= response.status < 300:
                 detail = (await response.text())[:200]

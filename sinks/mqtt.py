@@ -8,15 +8,19 @@ username/password from settings (the password from env or `password_file`).
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 import socket
 import ssl
 
-import aiomqtt
 
 from sinks.outbound import OutboundAlert
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
 from monitor.contract.alerts import Severity
+
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 
 class MqttPublisher:
@@ -37,6 +41,8 @@ class MqttPublisher:
         pass  # connect on first publish: a broker that is down must not stop the monitor starting
 
     async def publish(self, alert: OutboundAlert) -> None:
+        import aiomqtt  # here, not at import: settings and the CLI need not load the MQTT client
+
         client = await self._connected()
         try:
             await client.publish(self.topic(alert), alert.body, qos=1, timeout=self.settings.timeout)
@@ -45,6 +51,8 @@ class MqttPublisher:
             raise
 
     async def _connected(self) -> aiomqtt.Client:
+        import aiomqtt
+
         async with self._lock:
             if self._client is None:
                 s = self.settings

@@ -220,6 +220,10 @@ async def test_sigterm_with_the_store_down_exits_by_the_deadline_and_loses_nothi
         await wait_until(lambda: _at_least(checkpointed_offsets(dsn), len(raws)), what="phase 1 checkpointed")
         owned_postgres.stop()
         raws += await produce(kafka_broker.bootstrap, second_logins(60, base + 30))
+        # Read and run (so their alerts are in delivery) before the signal: a failure counted
+        # earlier, by the dormancy sweep of an older batch, is not enough.
+        await wait_until(lambda: _true(daemon.metric("portal_monitor_events_total") >= len(raws)),
+                         what="the second logins read")
         await wait_until(lambda: _true(daemon.metric("portal_monitor_sink_deliveries_total", 'outcome="failed"') > 0),
                          what="the store failing")
         started = time.monotonic()

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 import structlog
 
+from detectors.registry import location_detector_ids
 from monitor.commands.cli import main
 from monitor.service.config import load_settings
 from monitor.places.geo import GeoServices
@@ -85,7 +86,7 @@ def test_unreadable_database_warns_and_disables(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a database" * 100)
     with structlog.testing.capture_logs() as logs:
         settings = geo_settings({"city_db": str(garbage)})
-        geo = GeoServices.from_settings(settings)
+        geo = GeoServices.from_settings(settings, location_detector_ids())
         shard = build_shard(settings, 0, geo=geo)
         shard.process([(0, login(1, "a", "81.2.69.10", "2026-03-02T09:00:00Z"))])
         shard.drain()
@@ -101,7 +102,7 @@ def test_reload_enables_location_detectors_once_the_database_appears(tmp_path: P
     city = tmp_path / "GeoLite2-City.mmdb"
     with structlog.testing.capture_logs() as logs:
         settings = geo_settings({"city_db": str(city)})
-        geo = GeoServices.from_settings(settings)
+        geo = GeoServices.from_settings(settings, location_detector_ids())
         shard = build_shard(settings, 0, geo=geo)
     assert "file not found" in logs[0]["event"] and not geo.located
     shard.process([(0, login(1, "a", "81.2.69.10", "2026-03-02T09:00:00Z"))])

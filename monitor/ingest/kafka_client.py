@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from monitor.contract.durations import Seconds
 from monitor.contract.settings import Section
-from typing import Literal
 
 
 
@@ -48,3 +49,18 @@ class KafkaSettings(Section):
     ssl_check_hostname: bool = True
     idempotent_producer: bool = True
     """Idempotent producers for dead letters and alerts; turn off for brokers without InitProducerId (tansu)."""
+
+
+class SourceSettings(Section):
+    """Where events are read from in `run`: the Kafka topic and consumer group."""
+
+    topic: str = "portal.events"
+    group_id: str = "portal-monitor"
+    dead_letter_topic: str = "portal.events.dlq"
+    batch_max_records: int = 5000
+    poll_timeout: Seconds = Seconds(0.2)
+    fetch_max_wait: Seconds = Seconds(0.1)
+    """Longest the broker may hold a fetch waiting for new records (Kafka's fetch.max.wait.ms).
+    Some brokers (tansu) answer only when it runs out, so it bounds event-to-alert latency."""
+    session_timeout: Seconds = Seconds(10)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"

@@ -21,8 +21,7 @@ from aiokafka.errors import KafkaError
 
 from monitor.ingest.decode import classify
 from monitor.support.retry import Backoff, retrying
-from monitor.ingest.kafka_client import KafkaSettings, client_options
-from monitor.ingest.sources.kafka import SourceSettings
+from monitor.ingest.kafka_client import KafkaSettings, SourceSettings, client_options
 
 log = structlog.get_logger("monitor.ingest.repartition")
 

@@ -40,7 +40,7 @@ from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
 
 SKETCH_SIZE = 64
-MIGRATION = Path(__file__).parent / "store" / "sql" / "0005_shared_networks.sql"
+MIGRATION = Path(__file__).parent.parent / "store" / "sql" / "0005_shared_networks.sql"
 _MAX_HASH = float(1 << 63)
 
 

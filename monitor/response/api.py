@@ -21,7 +21,6 @@ from monitor import __version__
 
 from monitor.response import queries as responder
 from monitor.contract.alerts import SEVERITIES
-from monitor.contract.settings import Section
 
 log = structlog.get_logger("monitor.response.api")
 PREFIX = "/api/v1"
@@ -429,11 +428,3 @@ def openapi_document() -> dict:
             },
         },
     }
-
-
-class ApiSettings(Section):
-    """The responder HTTP API under /api/v1; disabled while no token is configured."""
-
-    token: str = ""
-    token_file: str = ""
-    max_limit: int = 1000

@@ -32,12 +32,11 @@ from monitor.accounts.lifecycle import AccountSettings
 from monitor.alerting.gate import SilenceSettings, AlertingSettings
 from monitor.delivery.outbox import DeliverySettings
 from monitor.engine.shard import EngineSettings
-from monitor.ingest.kafka_client import KafkaSettings
-from monitor.ingest.sources.kafka import SourceSettings
+from monitor.ingest.kafka_client import KafkaSettings, SourceSettings
 from monitor.places.geo import NetworkSettings, GeoIPSettings
 from monitor.places.risky import RiskyListSettings
 from monitor.places.shared_networks import SharedNetworkSettings
-from monitor.response.api import ApiSettings
+from monitor.response import ApiSettings
 from monitor.state.sessions import SessionSettings
 from monitor.store import PostgresSettings, redact_dsn
 from monitor.store.retention import RetentionSettings

@@ -13,10 +13,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from monitor.ingest.kafka_client import client_options
-from monitor.contract.settings import Section
-from monitor.contract.durations import Seconds
-from typing import Literal
+from monitor.ingest.kafka_client import KafkaSettings, SourceSettings, client_options
 
 log = structlog.get_logger("monitor.ingest.sources.kafka")
 
@@ -122,18 +119,3 @@ class KafkaEventSource:
 
     async def stop(self) -> None:
         await self.consumer.stop()
-
-
-class SourceSettings(Section):
-    """Where events are read from in `run`: the Kafka topic and consumer group."""
-
-    topic: str = "portal.events"
-    group_id: str = "portal-monitor"
-    dead_letter_topic: str = "portal.events.dlq"
-    batch_max_records: int = 5000
-    poll_timeout: Seconds = Seconds(0.2)
-    fetch_max_wait: Seconds = Seconds(0.1)
-    """Longest the broker may hold a fetch waiting for new records (Kafka's fetch.max.wait.ms).
-    Some brokers (tansu) answer only when it runs out, so it bounds event-to-alert latency."""
-    session_timeout: Seconds = Seconds(10)
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
