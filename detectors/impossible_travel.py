@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import msgspec
@@ -16,18 +17,39 @@ from monitor.places.geoip import Location
 from monitor.state.sessions import AccountState
 
 
-
 class ImpossibleTravelSettings(Section):
     enabled: bool = True
     min_distance_km: float = 500.0
-    """Distance between the two places after subtracting both GeoIP accuracy radii."""
+    """Distance between the two places after subtracting both places' radii (GeoIP accuracy, plus
+    the organisation's radius for its networks)."""
     min_speed_kmh: float = 800.0
     """Speed that distance implies; 800 km/h is about an airliner's cruising speed."""
     coarse_radius_km: float = 500.0
     """An IP change inside a session to or from a place GeoIP knows only this well or worse (a
     mobile carrier's hub, a roaming phone's home country) is the same browser changing networks,
     not travel: it is neither compared nor remembered. Logins are always compared."""
+    organisation_radius_km: float = 100.0
+    """How far from its GeoIP place the users of an organisation's network may be: an
+    allowlisted network, or one learnt as shared (`networks.shared`). Added to the network's
+    GeoIP accuracy radius, so a school's or a council's NAT is a place the size of its area."""
+    organisation_networks: dict[str, float] = msgspec.field(default_factory=dict)
+    """Radius (km) per CIDR, instead of `organisation_radius_km`, for an organisation network
+    whose egress is far from its users: a council VPN egressing in London, a school's
+    filtering proxy in Amsterdam. Only for networks that are allowlisted or learnt as shared."""
     severity: Severity = "high"
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        if self.organisation_radius_km < 0:
+            raise ValueError("detectors.impossible_travel.organisation_radius_km: must not be negative")
+        for cidr, radius in self.organisation_networks.items():
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"detectors.impossible_travel.organisation_networks: not a CIDR: {cidr!r}") from None
+            if radius < 0:
+                raise ValueError(f"detectors.impossible_travel.organisation_networks: {cidr}: radius must not be negative")
 
 
 class LastPlace(msgspec.Struct, array_like=True, gc=False):
@@ -53,10 +75,19 @@ class ImpossibleTravel(Detector):
     `min_distance_km` at a speed of at least `min_speed_kmh`. A session that switches to or
     from a network located no better than `coarse_radius_km` (Wi-Fi to a roaming phone's home
     carrier) is one browser changing networks, not travel. The previous place counts until
-    the last activity of its session from the same address, or its logout. Places that say
-    nothing about where the person is are neither compared nor remembered: allowlisted
-    networks, networks learnt as shared by the organisation, and Tor, VPN, proxy and hosting
-    networks (which `risky_network` reports).
+    the last activity of its session from the same address, or its logout.
+
+    An organisation's network (allowlisted, or learnt as shared because many accounts log in
+    from it) is a place like any other, only wider: its GeoIP place with its accuracy radius
+    plus `organisation_radius_km` (or its own radius in `organisation_networks`), because its
+    users are somewhere in the organisation's area, not at the NAT's address. Staff spend most
+    of their portal time on such networks, so a teacher at the school's network and then, 90
+    minutes later, in Lagos is impossible travel; the same school and then a home across the
+    county is not, nor is a council VPN egressing in London and then a home in Preston (less
+    than `min_distance_km` apart once both radii are taken off). A network learnt as shared
+    after it was remembered is widened when it is compared, not forgotten. Only the places
+    that say nothing about where the person is are neither compared nor remembered: Tor,
+    anonymous VPN, proxy and hosting networks (which `risky_network` reports).
     """
 
     id = "impossible_travel"
@@ -68,6 +99,45 @@ class ImpossibleTravel(Detector):
         self.geo = context.geo
         self.networks = context.networks
         self.last: dict[str, LastPlace] = {}
+        self._organisation: list[tuple[Any, float]] = sorted(
+            ((ipaddress.ip_network(cidr, strict=False), radius) for cidr, radius in settings.organisation_networks.items()),
+            key=lambda item: -item[0].prefixlen,  # the most specific network first
+        )
+        self._organisation_radius: dict[str, float] = {}  # ip -> radius, for `organisation_networks`
+
+    def _radius(self, ip: str, location: Location) -> float | None:
+        """How wide (km) the place of `ip` is, or None when it says nothing about where the person is.
+
+        GeoIP's accuracy radius; plus the organisation's radius for an allowlisted or shared
+        network; None for Tor, VPN, proxy and hosting networks, and for what is not an address.
+        """
+        radius = location.radius_km or 0.0
+        why = self.geo.unreliable(ip, location, self.networks)  # type: ignore[union-attr]
+        if why is None:
+            return radius
+        if why[0] == "allowlisted" or why[0] == "shared":
+            return radius + self._organisation_km(ip)
+        return None
+
+    def _organisation_km(self, ip: str) -> float:
+        if not self._organisation:
+            return self.settings.organisation_radius_km
+        known = self._organisation_radius.get(ip)
+        if known is None:
+            known = self.settings.organisation_radius_km
+            try:
+                address = ipaddress.ip_address(ip)
+            except ValueError:
+                address = None
+            if address is not None:
+                for network, radius in self._organisation:
+                    if address.version == network.version and address in network:
+                        known = radius
+                        break
+            if len(self._organisation_radius) >= 65_536:
+                self._organisation_radius.clear()
+            self._organisation_radius[ip] = known
+        return known
 
     def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
         if event.type == "logout":
@@ -89,7 +159,8 @@ class ImpossibleTravel(Detector):
             previous.at = at  # the same address again: no move; the common login
             previous.session_id = session.session_id
             return None
-        if self.geo.unreliable(ip, location, self.networks) is not None:  # type: ignore[union-attr]
+        radius = self._radius(ip, location)
+        if radius is None:
             return None
         handover = False
         if event.type != "login_succeeded" and previous is not None:
@@ -100,8 +171,9 @@ class ImpossibleTravel(Detector):
         self.last[account_id] = LastPlace(at, ip, session.session_id, location)
         if previous is None or previous.ip == ip or handover:
             return None
-        if self.geo.unreliable(previous.ip, previous.location, self.networks) is not None:  # type: ignore[union-attr]
-            return None  # learnt as shared (or allowlisted, or listed) since it was remembered
+        previous_radius = self._radius(previous.ip, previous.location)
+        if previous_radius is None:
+            return None  # listed as Tor, VPN, proxy or hosting since it was remembered
         since = previous.at
         earlier = account.sessions.get(previous.session_id)
         if (
@@ -112,8 +184,7 @@ class ImpossibleTravel(Detector):
         ):
             since = earlier.last_activity  # still there until the session's last activity
         distance = distance_km(previous.location, location)
-        radii = (previous.location.radius_km or 0.0) + (location.radius_km or 0.0)
-        beyond = distance - radii
+        beyond = distance - previous_radius - radius
         settings = self.settings
         if beyond < settings.min_distance_km:
             return None
@@ -121,7 +192,12 @@ class ImpossibleTravel(Detector):
         speed = beyond / (elapsed / 3600.0) if elapsed > 0 else None
         if speed is not None and speed < settings.min_speed_kmh:
             return None
-        return [self._alert(event, session.session_id, previous, since, location, distance, beyond, elapsed, speed)]
+        return [
+            self._alert(
+                event, session.session_id, previous, since, location, distance, beyond, elapsed, speed,
+                (previous_radius, radius),
+            )
+        ]
 
     @staticmethod
     def _left(last: LastPlace, event: PortalEvent) -> None:
@@ -140,16 +216,22 @@ class ImpossibleTravel(Detector):
         beyond: float,
         elapsed: float,
         speed: float | None,
+        radii: tuple[float, float],
     ) -> Alert:
         at = event.at
         ip = event.ip or ""
         verb = "logged in" if event.type == "login_succeeded" else f"continued session {session_id}"
         pace = f"a speed of {speed:,.0f} km/h" if speed is not None else "being in both places at once"
+        organisation = (
+            radii[0] - (previous.location.radius_km or 0.0),
+            radii[1] - (location.radius_km or 0.0),
+        )
+        allowing = "GeoIP accuracy and the organisation network's area" if any(organisation) else "GeoIP accuracy"
         summary = (
             f"Account {event.account_id} {verb} from {where(location, ip)} at {utc(at):%Y-%m-%d %H:%M}Z, "
             f"{duration(elapsed)} after it was active from {where(previous.location, previous.ip)} at "
             f"{utc(since):%Y-%m-%d %H:%M}Z: {distance:,.0f} km apart (at least {beyond:,.0f} km allowing "
-            f"for GeoIP accuracy), which needs {pace}, faster than anyone can travel."
+            f"for {allowing}), which needs {pace}, faster than anyone can travel."
         )
         session_ids = [session_id]
         if previous.session_id != session_id:
@@ -168,6 +250,7 @@ class ImpossibleTravel(Detector):
                 "distance_km": round(distance, 1),
                 "distance_beyond_accuracy_km": round(beyond, 1),
                 "accuracy_radii_km": [previous.location.radius_km, location.radius_km],
+                "organisation_radii_km": [round(organisation[0], 1), round(organisation[1], 1)],
                 "elapsed_seconds": round(elapsed, 3),
                 "speed_kmh": round(speed, 1) if speed is not None else None,
                 "thresholds": {
