@@ -12,7 +12,7 @@ from monitor.contract.accounts import Restriction
 from monitor.contract.alerts import Alert
 from monitor.contract.events import PortalEvent
 from monitor.places.networks import NetworkMap
-from monitor.state.sessions import AccountState, SessionTable
+from monitor.state.sessions import AccountState, Session, SessionTable
 
 if TYPE_CHECKING:
     from monitor.places.geo import GeoServices
@@ -56,6 +56,15 @@ class Detector:
 
     def on_tick(self, watermark: float) -> Sequence[Alert] | None:
         """Called after each batch with the shard's event-time watermark."""
+        return None
+
+    def on_sessions_ended(self, sessions: Sequence[Session]) -> Sequence[Alert] | None:
+        """Called after each expiry sweep with the sessions that ended without a logout since
+        the last call: `close_reason` "idle_timeout" or "max_duration" (the monitor's expiry,
+        `closed_at` its event time) or "session_expired" (the portal's). Every session that
+        ended before the watermark has been handed over by then, so a detector that takes each
+        call's sessions in `closed_at` order sees them in the same order live and in replay.
+        The sessions are closed: read them, keep only what is needed."""
         return None
 
     def snapshot(self) -> Any:

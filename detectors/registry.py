@@ -11,6 +11,7 @@ from detectors.risky_network import RiskyNetwork
 from detectors.dormant_account import DormantAccount
 from detectors.dormant_account_login import DormantAccountLogin
 from detectors.revoked_access_use import RevokedAccessUse
+from detectors.session_left_open import SessionLeftOpen
 from detectors.simultaneous_logins import SimultaneousLogins
 
 # id -> detector class. A new detector adds one line here and one settings field in
@@ -22,6 +23,7 @@ DETECTORS: dict[str, Callable[[Any, DetectorContext], Detector]] = {
     RiskyNetwork.id: RiskyNetwork,
     DormantAccountLogin.id: DormantAccountLogin,
     RevokedAccessUse.id: RevokedAccessUse,
+    SessionLeftOpen.id: SessionLeftOpen,
 }
 
 # Rules swept over the account registry rather than run per event in a shard

@@ -88,3 +88,5 @@ REJECTION_REASONS: tuple[str, ...] = (
 
 # What became of a decoded event, each a value of the events metric's `outcome` label.
 OUTCOMES: tuple[str, ...] = ("processed", "late", "duplicate")
+# A portal as a metric label: the two portals, and "unknown" for events that do not say.
+PORTAL_LABELS: tuple[str, ...] = ("schools", "parent", "unknown")

@@ -51,3 +51,8 @@ SCHOOLS_SECURITY = (
     f"{SCHOOLS_TERMS}: \"As an end user it is your responsibility to ensure the security of the "
     'system and confidentiality of data."'
 )
+
+SCHOOLS_LOG_OUT = (
+    f'{SCHOOLS_TERMS}: "To prevent unauthorised access to the system, do not leave your PC logged on '
+    'and unattended." and "Always log out of the Schools Portal when you have completed your tasks."'
+)

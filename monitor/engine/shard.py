@@ -24,7 +24,7 @@ from monitor.contract.accounts import STATUS_EVENTS, AccountActivity, DormancyMa
 from monitor.contract.alerts import Alert
 from monitor.engine.findings import NO_WATERMARK, DeadLetter, FlaggedSession, Findings, ViewedItemRecord
 from monitor.ingest.decode import EventDecoder, Rejection
-from monitor.contract.events import EVENT_TYPES, PortalEvent
+from monitor.contract.events import EVENT_TYPES, PORTAL_LABELS, PortalEvent
 from monitor.state.sessions import AccountState, Session, SessionTable
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
@@ -105,6 +105,10 @@ class Shard:
         self.watermark = NO_WATERMARK
         self.counts: dict[tuple[str, str], int] = {}
         self.rejections: dict[str, int] = {}
+        # Sessions that ended without a logout (idle timeout or the portal's `session_expired`),
+        # by portal: `portal_monitor_sessions_left_open_total`, moved to Prometheus per batch.
+        self.sessions_left_open: dict[str, int] = {}
+        self._ended_seen = 0  # how many of `sessions.closed` the detectors were handed
         # The reorder buffer, as (at, seq, offset, event): events that arrived in event-time
         # order (nearly all) queue in `_buffer` at O(1); only the out-of-order ones pay for a
         # heap, `_stragglers`. Release merges the two by (at, seq), seq being arrival order.
@@ -119,10 +123,13 @@ class Shard:
         }
         self._on_ip_change = tuple(d.on_event for d in self.detectors if IP_CHANGED in d.event_types)
         self._ticks = tuple(d.on_tick for d in self.detectors if type(d).on_tick is not Detector.on_tick)
+        self._on_ended = tuple(
+            d.on_sessions_ended for d in self.detectors if type(d).on_sessions_ended is not Detector.on_sessions_ended
+        )
         # The same tables with every call timed into `detector_seconds`, swapped in for a
         # sampled batch only (`timed(True)`), so ordinary batches pay nothing for the metric.
         self.detector_seconds: dict[str, float] = {}
-        self._untimed = (self._dispatch, self._on_ip_change, self._ticks)
+        self._untimed = (self._dispatch, self._on_ip_change, self._ticks, self._on_ended)
         self._with_timers = (
             {
                 event_type: tuple(self._timer(d.id, d.on_event) for d in self.detectors if event_type in d.event_types)
@@ -130,6 +137,11 @@ class Shard:
             },
             tuple(self._timer(d.id, d.on_event) for d in self.detectors if IP_CHANGED in d.event_types),
             tuple(self._timer(d.id, d.on_tick) for d in self.detectors if type(d).on_tick is not Detector.on_tick),
+            tuple(
+                self._timer(d.id, d.on_sessions_ended)
+                for d in self.detectors
+                if type(d).on_sessions_ended is not Detector.on_sessions_ended
+            ),
         )
 
     def _timer(self, detector_id: str, call):
@@ -147,7 +159,7 @@ class Shard:
 
     def timed(self, on: bool) -> None:
         """Time every detector call from now on (`on`), or stop; see `detector_seconds`."""
-        self._dispatch, self._on_ip_change, self._ticks = self._with_timers if on else self._untimed
+        self._dispatch, self._on_ip_change, self._ticks, self._on_ended = self._with_timers if on else self._untimed
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -212,8 +224,35 @@ class Shard:
                 break
             run(item[3], item[2], False)
         self.sessions.expire(watermark)
+        self._sessions_ended()
         for tick in self._ticks:
             alerts = tick(watermark)
+            if alerts:
+                self._raise(alerts)
+
+    def _sessions_ended(self) -> None:
+        """Count the sessions that ended without a logout since the last call, and hand them to
+        the detectors that follow them (`Detector.on_sessions_ended`).
+
+        Called after each expiry sweep: by then every session that ended before the watermark,
+        by the idle timeout, in a page view that found it expired, or by the portal's
+        `session_expired`, is in `sessions.closed`, whatever the batches were; the detectors
+        see them in event time order (`closed_at`) whether replayed or live. Per session, not
+        per event: no cost for page views.
+        """
+        closed = self.sessions.closed
+        seen = self._ended_seen
+        if len(closed) <= seen:
+            return
+        ended = closed[seen:] if seen else closed
+        self._ended_seen = len(closed)
+        counts = self.sessions_left_open
+        for session in ended:
+            if session.close_reason != "max_duration":  # active to the end: not left unattended
+                portal = session.portal if session.portal in PORTAL_LABELS else "unknown"
+                counts[portal] = counts.get(portal, 0) + 1
+        for on_ended in self._on_ended:
+            alerts = on_ended(ended)
             if alerts:
                 self._raise(alerts)
 
@@ -230,10 +269,12 @@ class Shard:
         """What the shard produced since the last call, handed over once."""
         closed = self.sessions.closed
         if closed:
+            self._sessions_ended()
             for session in closed:
                 if session.flagged:
                     self._flag(session, ())
             closed.clear()
+            self._ended_seen = 0
         findings, self._findings = self._findings, Findings()
         return findings
 

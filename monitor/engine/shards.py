@@ -103,6 +103,10 @@ class Shards:
                 for reason, n in shard.rejections.items():
                     m.invalid_events.labels(reason).inc(n)
                 shard.rejections.clear()
+            if shard.sessions_left_open:
+                for portal, n in shard.sessions_left_open.items():
+                    m.sessions_left_open.labels(portal).inc(n)
+                shard.sessions_left_open.clear()
             partition = str(shard.partition)
             if shard.max_event_time > 0:
                 m.event_lag.labels(partition).set(now - shard.max_event_time)

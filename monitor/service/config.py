@@ -25,6 +25,7 @@ from detectors.risky_network import RiskyNetworkSettings
 from detectors.dormant_account import DormantAccountSettings
 from detectors.dormant_account_login import DormantAccountLoginSettings
 from detectors.revoked_access_use import RevokedAccessUseSettings
+from detectors.session_left_open import SessionLeftOpenSettings
 from detectors.simultaneous_logins import SimultaneousLoginsSettings
 from monitor.contract.durations import Seconds
 from monitor.contract.settings import Section, dec_hook, enc_hook
@@ -91,6 +92,7 @@ class DetectorSettings(Section):
     dormant_account: DormantAccountSettings = msgspec.field(default_factory=DormantAccountSettings)
     dormant_account_login: DormantAccountLoginSettings = msgspec.field(default_factory=DormantAccountLoginSettings)
     revoked_access_use: RevokedAccessUseSettings = msgspec.field(default_factory=RevokedAccessUseSettings)
+    session_left_open: SessionLeftOpenSettings = msgspec.field(default_factory=SessionLeftOpenSettings)
 
 
 class SinkSettings(Section):

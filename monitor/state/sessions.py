@@ -226,7 +226,9 @@ class SessionTable:
         self._networks = networks
         self._expiry = ExpirySchedule()
         self.open_sessions = 0
-        self.closed: list[Session] = []  # closed by expiry since the engine last looked
+        # Sessions that ended without a logout since the engine last looked: expired by the idle
+        # timeout or the maximum duration (here), or by the portal's own `session_expired`.
+        self.closed: list[Session] = []
         self._texts = Interner[str](100_000)  # user agents, network names
 
     def shared(self, text: str | None) -> str | None:
@@ -316,6 +318,8 @@ class SessionTable:
         self.open_sessions -= 1
         session.closed_at = event.at
         session.close_reason = reason
+        if reason != "logout":
+            self.closed.append(session)
         if not account.sessions:
             del self.accounts[account.account_id]
         return session

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily
 from monitor import __version__
 from monitor.contract.alerts import SEVERITIES
 from monitor.contract.events import REJECTION_REASONS
-from monitor.contract.events import EVENT_TYPES
+from monitor.contract.events import EVENT_TYPES, PORTAL_LABELS
 
 SINK_OUTCOMES = ("delivered", "failed", "retried")
 SUPPRESSION_REASONS = ("grouped", "silenced")
@@ -166,6 +166,13 @@ class Metrics:
             ["detector", "reason"],
             registry=registry,
         )
+        self.sessions_left_open = Counter(
+            "portal_monitor_sessions_left_open",
+            "Sessions that ended without a logout (the portal's session_expired or the monitor's idle "
+            "timeout), by portal (schools, parent, unknown): the trend behind session_left_open.",
+            ["portal"],
+            registry=registry,
+        )
         self.retention_purged = Counter(
             "portal_monitor_retention_purged_total",
             "Rows purged by the retention policy: sessions (with their timelines) and alerts.",
@@ -174,6 +181,8 @@ class Metrics:
         )
         for kind in ("sessions", "alerts"):
             self.retention_purged.labels(kind)
+        for portal in PORTAL_LABELS:
+            self.sessions_left_open.labels(portal)
         for event_type in EVENT_TYPES:
             for outcome in OUTCOMES:
                 self.events.labels(event_type, outcome)
