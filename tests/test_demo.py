@@ -22,3 +22,23 @@ def test_demo_finds_the_injected_incidents(tmp_path):
     assert expected >= 1 and caught == expected and missed == 0 and false_alarms == 0
     assert re.search(r"\d+ flagged session\(s\) with [1-9]\d* item\(s\) viewed", done.stdout)
     assert (tmp_path / "demo" / "school-day.jsonl").stat().st_size > 0
+
+
+def test_demo_over_ten_days_misses_nothing_and_stays_quiet(tmp_path):
+    """A multi-day run: shared school networks are learnt along the way (impossible travel from
+    a school is still caught), ordinary staff who sometimes forget to log out raise nothing, and
+    the injected habit raises exactly one `session_left_open`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "demo", "--data-dir", str(tmp_path / "demo"),
+         "--accounts", "300", "--events", "30000", "--days", "10"],
+        capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PORTAL_MONITOR_HTTP__PORT": "0"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    match = re.search(r"Injected incidents for the enabled detectors: (\d+); caught (\d+), missed (\d+); "
+                      r"alerts on must-stay-quiet accounts: (\d+)", done.stdout)
+    assert match, done.stdout[-3000:]
+    expected, caught, missed, false_alarms = map(int, match.groups())
+    assert expected >= 8 and caught == expected and missed == 0 and false_alarms == 0, done.stdout[-3000:]
+    assert len(re.findall(r"\] session_left_open ", done.stdout)) == 1, done.stdout[-3000:]
+    assert len(re.findall(r"\] impossible_travel ", done.stdout)) == 1, done.stdout[-3000:]

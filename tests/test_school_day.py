@@ -25,7 +25,7 @@ TYPES = {
 }
 NEEDS_SESSION = {"login_succeeded", "page_view", "logout", "session_expired"}
 NEEDS_IP = {"login_succeeded", "login_failed"}
-DETECTORS = {"simultaneous_logins", "impossible_travel", "new_country", "risky_network",
+DETECTORS = {"simultaneous_logins", "impossible_travel", "new_country", "risky_network", "session_left_open",
              "revoked_access_use", "dormant_account_login"}
 
 
@@ -163,7 +163,8 @@ def test_manifest_lists_every_incident(run) -> None:
     assert {i.kind for i in incidents} >= {
         "shared_login", "logout_then_login_elsewhere", "second_session_same_network",
         "allowlisted_council_network", "impossible_travel", "cybercafe_login", "tor_exit_login",
-        "holiday_abroad", "revoked_access_use", "dormant_account_login",
+        "holiday_abroad", "revoked_access_use", "dormant_account_login", "sessions_left_open",
+        "sessions_left_open_below_the_habit",
     }
     at = {(e["account_id"], e["ts"]) for e in events}
     known_sessions = sessions(events)
@@ -194,6 +195,10 @@ def test_benign_cases_look_benign(run) -> None:
     for incident in incidents:
         if incident.detector is not None:
             continue
+        if incident.kind == "sessions_left_open_below_the_habit":
+            assert len(incident.session_ids) == 4
+            assert all(found[s][-1]["type"] == "page_view" for s in incident.session_ids)
+            continue
         first, second = (found[s] for s in incident.session_ids)
         if incident.kind == "logout_then_login_elsewhere":
             assert first[-1]["type"] == "logout" and when(first[-1]) < when(second[0])
@@ -212,7 +217,7 @@ def test_travel_and_risky_networks_come_from_the_right_places(run) -> None:
     events, incidents = run
     found = sessions(events)
     for incident in incidents:
-        if not incident.session_ids:
+        if not incident.session_ids or incident.kind.startswith("sessions_left_open"):
             continue
         login = found[incident.session_ids[-1]][0]
         assert login["type"] == "login_succeeded" and login["ts"] == incident.ts
@@ -231,6 +236,32 @@ def test_travel_and_risky_networks_come_from_the_right_places(run) -> None:
             assert where.country == "ES"
             logins = [e for e in events if e["account_id"] == incident.account_id and e["type"] == "login_succeeded"]
             assert (when(login) - when(logins[0])).days >= 1
+
+
+def test_sessions_left_open_only_where_injected(run) -> None:
+    """The injected habit leaves 5 Schools' Portal sessions idle within 7 days; ordinary staff
+    never leave more than 4 in any 7 days, so `session_left_open` fires on incidents only."""
+    events, incidents = run
+    found = sessions(events)
+    habit = [i for i in incidents if i.kind == "sessions_left_open"]
+    assert habit
+    for incident in habit:
+        assert len(incident.session_ids) == 5
+        spans = [found[s] for s in incident.session_ids]
+        assert all(s[0]["portal"] == "schools" and s[-1]["type"] == "page_view" for s in spans)
+        assert (when(spans[-1][-1]) - when(spans[0][0])).total_seconds() < 7 * 86400 - 3600
+    involved = {i.account_id for i in incidents}
+    idle: dict[str, list[datetime]] = defaultdict(list)
+    for evs in found.values():
+        account = evs[0]["account_id"]
+        if account in involved or evs[0]["portal"] != "schools" or evs[-1]["type"] == "logout":
+            continue
+        idle[account].append(when(evs[-1]))
+    assert idle, "ordinary staff do leave sessions to go idle"
+    for account, ends in idle.items():
+        ends.sort()
+        for k in range(len(ends) - 4):
+            assert (ends[k + 4] - ends[k]).total_seconds() > 7 * 86400 + 1800, account
 
 
 def test_account_events_precede_the_login_that_breaks_them(run) -> None:

@@ -269,6 +269,36 @@ class _Builder:
                     "access was revoked at 14:05 over a child protection concern, yet the account logs in "
                     "and views pupil records in the evening")
 
+    def sessions_left_open(self, r: int, index: int, times: int, detector: str | None) -> None:
+        """(g) A teacher who does not log out: `times` Schools' Portal sessions on consecutive
+        school days (several a day when the run is shorter), each left to go idle after a few
+        page views, and one more session logged out properly."""
+        s = self.script(index, role="teacher")
+        net = s.person.school.network
+        days = self.school_days
+        first = min(r % len(days), max(0, len(days) - times))
+        chosen = days[first:first + times]
+        clock = ("08:10", "09:40", "11:10", "12:40", "14:10", "15:40")  # rising: a day's sessions never overlap
+        left: list[Event] = []
+        last_view = 0
+        for k in range(times):
+            day = chosen[k % len(chosen)]
+            t = self.run.day_base(day, hm(clock[k])) + hm(clock[k]) + self.jitter() // 4
+            session = s.login(t, net, WORK_PC)
+            last_view = max(last_view, s.browse(session, t, 3, 60))
+            left.append(session)  # no logout: the Schools' Portal session simply goes quiet
+        t = last_view + 2 * 3600
+        tidy = s.login(t, net, WORK_PC)
+        s.end(tidy, s.browse(tidy, t, 2, 60) + 30)
+        if detector is None:
+            self.expect("sessions_left_open_below_the_habit", s, None, last_view, tuple(left),
+                        f"left {times} Schools' Portal sessions at {s.person.school.name} to go idle in a "
+                        f"week without logging out: one short of the habit the portal team hears about")
+        else:
+            self.expect("sessions_left_open", s, detector, last_view, tuple(left),
+                        f"left {times} Schools' Portal sessions at {s.person.school.name} to go idle in a "
+                        f"week without logging out, against 'Always log out of the Schools Portal'")
+
     def dormant_account(self, r: int, index: int) -> None:
         """(f) An account disabled as dormant, then a login attempt on it."""
         s = self.script(index)
@@ -283,7 +313,7 @@ class _Builder:
 
 def accounts_per_round(days: int) -> tuple[int, int]:
     """Staff and parent accounts one round of incidents takes (a holiday needs three days)."""
-    return 6, 3 if days >= 3 else 2
+    return 8, 3 if days >= 3 else 2
 
 
 def build(run: Run, rounds: int, staff: list[int], parents: list[int]) -> tuple[Queue, list[Incident]]:
@@ -301,6 +331,8 @@ def build(run: Run, rounds: int, staff: list[int], parents: list[int]) -> tuple[
         builder.council_office(r, st[3], preston[int(rng.random() * len(preston))])
         builder.impossible_travel(r, st[4], preston[int(rng.random() * len(preston))])
         builder.dormant_account(r, st[5])
+        builder.sessions_left_open(r, st[6], 5, "session_left_open")
+        builder.sessions_left_open(r, st[7], 4, None)
         builder.risky_networks(r, pa[0], preston[int(rng.random() * len(preston))])
         builder.revoked_access(r, pa[1])
         if run.days >= 3:

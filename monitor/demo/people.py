@@ -183,6 +183,10 @@ class Run:
         self.people = Population(accounts, random.Random(f"{seed}/people"))
         self._salt = (seed & 0xFFFF) << 48
         self._sessions = 0
+        # Ordinary traffic's bookkeeping (`school_day`): each member of staff's recent session
+        # starts left to go idle, and page views owed for logouts added to keep the event count.
+        self.left_open: dict[int, list[int]] = {}
+        self.owed_views = 0
 
     # -- ids ---------------------------------------------------------------------------------
 

@@ -9,8 +9,10 @@ just before a successful login). The Parent Portal times idle sessions out itsel
 (`session_expired`); the Schools' Portal does not, so its idle sessions simply go quiet.
 
 Ordinary traffic never trips a detector: an account never has two sessions at once, never
-starts a session within `QUIET_GAP` of its previous session's last activity, and never leaves
-Great Britain or uses a cybercafe, Tor or a VPN. Everything a detector should notice, or must
+starts a session within `QUIET_GAP` of its previous session's last activity, never leaves
+Great Britain or uses a cybercafe, Tor or a VPN, and a member of staff never leaves more than
+`MOST_LEFT_OPEN` Schools' Portal sessions to go idle within `LEFT_OPEN_SPAN` (past that, the
+session ends with a logout instead, paid for with one of its page views). Everything a detector should notice, or must
 not mistake for misuse, is injected on purpose and listed as an `Incident`.
 
 All times of day are UK local time, which is UTC until the clocks change on 29 March 2026.
@@ -67,6 +69,12 @@ DEFAULT_START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 QUIET_GAP = 3600
 #: One round of incidents (one of each kind) per this many events, and at least one round.
 EVENTS_PER_INCIDENT_ROUND = 50_000
+#: Most Schools' Portal sessions a member of staff leaves without logging out (to go idle) within
+#: `LEFT_OPEN_SPAN` of their starts, in ordinary traffic: one short of `session_left_open`'s 5 in
+#: 7 days, counted over 8 days of starts so that the sessions' ends (up to 3.5 h later) stay
+#: within it too.
+MOST_LEFT_OPEN = 4
+LEFT_OPEN_SPAN = 8 * DAY
 #: Fewest events of ordinary traffic a run may ask for.
 MIN_BACKGROUND_EVENTS = 50
 
@@ -219,6 +227,22 @@ def _open_session(run: Run, queue: Queue, session: _Planned, person: Person) -> 
     start, _, slot_no, views, logout, mistyped, _ = session
     slot = _SLOTS[slot_no]
     rng = run.rng
+    if run.owed_views and views:  # a logout added earlier is paid for with a page view here
+        paid = min(run.owed_views, views)
+        views -= paid
+        run.owed_views -= paid
+    if slot.staff and not logout:
+        left = run.left_open.setdefault(person.index, [])
+        while left and left[0] <= start - LEFT_OPEN_SPAN:
+            left.pop(0)
+        if len(left) >= MOST_LEFT_OPEN:  # the habit is for incidents only: this one logs out
+            logout = True
+            if views:
+                views -= 1
+            else:
+                run.owed_views += 1
+        else:
+            left.append(start)
     place = slot.place
     if place == "out":
         place = "home" if rng.random() < 0.5 else "mobile"
