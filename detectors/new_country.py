@@ -131,6 +131,12 @@ class NewCountry(Detector):
     organisation's networks still count towards the baseline, and an account seen only there
     is taken to belong in `allowed_countries` (a teacher who only ever logged in at school,
     then from Lagos, is alerted on; the same teacher at home in Preston is not).
+
+    Shared networks stay out of the history on purpose, unlike in `impossible_travel` where they
+    are places: a country is remembered as the person's, and an organisation's network says
+    where the organisation egresses (a filtering proxy in Amsterdam would make NL "known" for
+    every member of staff and hide a real login from the Netherlands), and is never new to the
+    people who use it.
     """
 
     id = "new_country"

@@ -32,6 +32,14 @@ class SimultaneousLogins(Detector):
     portal's expiry or by the idle timeout before the new login do not count; allowlisted
     networks (school and council NATs) never count as different; a new login from the same
     device id is a handover between networks, not a second person.
+
+    Shared networks: this rule compares networks, not places. An allowlisted network never
+    counts, on either side: an organisation's NAT pool spans several /24s, and a head teacher's
+    idle session at school while logging in at County Hall is one person. A network learnt as
+    shared (`networks.shared`) is compared like any other: a live session at the school's
+    address and a second from another network are still two sessions at once. So a live
+    allowlisted session and a login from abroad are not this rule's alert; `impossible_travel`
+    raises it, since an organisation's network is a place there.
     """
 
     id = "simultaneous_logins"

@@ -1,9 +1,10 @@
 """Organisation-shared networks: egress addresses that many accounts log in from.
 
 A school's NAT, the council offices or a library are used by dozens of accounts. Where GeoIP
-places them says nothing about where one person is (a school's filtering proxy may egress in
-another city or country), so once learnt they never count as new or far for
-`impossible_travel` and `new_country`.
+places them says only roughly where one person is (within the organisation's area; a school's
+filtering proxy may even egress in another city or country), so once learnt they never count
+as a new country for `new_country`, and `impossible_travel` takes them as places as wide as the
+organisation's area (`organisation_radius_km`), not as points.
 
 What is counted: each successful login adds its account to its egress network, the IPv4
 address (/32) or the IPv6 /64. Allowlisted and risky networks (Tor, VPN, proxy, hosting) are
