@@ -107,7 +107,9 @@ class SessionLeftOpen(Detector):
             elif ended_at < streak.quiet_until:
                 continue  # alerted on for this week already: counted, not alerted again
             since = ended_at - period
-            kept = [left for left in streak.sessions if left.ended_at > since]
+            # A session the monitor expired and a later page view took up again is one session:
+            # its first idle spell is replaced by the later one, not counted twice.
+            kept = [left for left in streak.sessions if left.ended_at > since and left.session_id != session.session_id]
             kept.append(
                 LeftOpen(
                     session.session_id, session.opened_at, ended_at, session.close_reason or "",

@@ -36,6 +36,12 @@ def test_toml_then_environment_with_durations(tmp_path):
         ('[detectors.simultaneous_logins]\nseverity = "urgent"', "detectors.simultaneous_logins.severity"),
         ('[networks]\nallowlist = ["10.0.0.0/33"]', "networks.allowlist: not a CIDR"),
         ("[sessions\n", "not valid TOML"),
+        ('[detectors.impossible_travel]\norganisation_networks = { "council" = 300.0 }',
+         "detectors.impossible_travel.organisation_networks: not a CIDR: 'council'"),
+        ("[detectors.impossible_travel]\norganisation_radius_km = -1.0",
+         "detectors.impossible_travel.organisation_radius_km: must not be negative"),
+        ("[detectors.session_left_open]\nsessions = 0", "detectors.session_left_open.sessions: must be between 1 and 100"),
+        ('[detectors.session_left_open]\nperiod = "0s"', "detectors.session_left_open.period: must be positive"),
     ],
 )
 def test_a_bad_value_names_its_key(tmp_path, toml, message):
