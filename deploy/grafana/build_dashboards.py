@@ -31,6 +31,7 @@ DETECTORS = (
     "dormant_account",
     "dormant_account_login",
     "revoked_access_use",
+    "session_left_open",
 )
 SEVERITIES = ("low", "medium", "high", "critical")
 CRITICAL, PROCESSED, FAILED = 'severity="critical"', 'outcome="processed"', 'outcome="failed"'
@@ -358,6 +359,11 @@ def detectors() -> dict:
             prom_target(f"sum({m('portal_monitor_tracked_accounts')})", "tracked"),
             prom_target(f"sum({m('portal_monitor_dormant_accounts')})", "dormant", ref="B")], w=12, decimals=0),
         timeseries(L, "Open sessions", [prom_target(f"sum({m('portal_monitor_open_sessions')})", "open sessions")], w=12, decimals=0),
+        timeseries(L, "Sessions left open per day, by portal", [prom_target(
+            f"sum by (portal) (increase({m('portal_monitor_sessions_left_open_total')}[1d]))", "{{portal}}")],
+            w=24, decimals=0,
+            description="Sessions that ended without a logout (the portal's expiry or the idle timeout), over the "
+                        "last day: the trend behind session_left_open, alerted on or not."),
     ]
     return dashboard("portal-monitor-detectors", "portal-monitor / Detectors",
                      "What each detector raises, how often responders judge it wrong, and what it costs.", panels,
