@@ -39,8 +39,6 @@ class ImpossibleTravelSettings(Section):
     severity: Severity = "high"
 
     def __post_init__(self) -> None:
-        import ipaddress
-
         if self.organisation_radius_km < 0:
             raise ValueError("detectors.impossible_travel.organisation_radius_km: must not be negative")
         for cidr, radius in self.organisation_networks.items():
