@@ -95,3 +95,38 @@ def test_a_restored_shard_hands_over_the_same_sessions(records) -> None:
         seen, restored_counts = replay(records, 250, restore_at=cut)
         assert seen == whole
         assert restored_counts == counts
+
+
+def test_sessions_left_open_are_counted_by_portal_from_zero() -> None:
+    """`portal_monitor_sessions_left_open_total{portal}` exists at zero for every portal before
+    any event, and counts every session ended without a logout, staff or parent."""
+    import asyncio
+    from pathlib import Path
+
+    from prometheus_client import generate_latest
+
+    from detectors.registry import detector_ids
+    from monitor.service.offline import build_offline_pipeline, start_offline
+    from monitor.support.metrics import Metrics
+    from tests.test_detector_cases import Collect
+
+    metrics = Metrics(detector_ids(), ["collect"])
+    text = generate_latest(metrics.registry).decode()
+    for portal in ("schools", "parent", "unknown"):
+        assert f'portal_monitor_sessions_left_open_total{{portal="{portal}"}} 0.0' in text
+
+    async def replay(folder: Path) -> None:
+        lines = [line for line in (folder / "events.jsonl").read_bytes().splitlines() if line.strip()]
+        pipeline = build_offline_pipeline(load_settings(None, environ={}), [Collect()], metrics)
+        await start_offline(pipeline)
+        await pipeline.run_file(iter([list(enumerate(lines, 1))]))
+
+    cases = Path(__file__).parent / "detector_cases"
+    asyncio.run(replay(cases / "session_left_open_five_times_in_a_week"))
+    asyncio.run(replay(cases / "session_left_open_parent_account_is_not_judged"))
+    value = metrics.registry.get_sample_value
+    # Five-in-a-week: six sessions left open, one of them twice (taken up again after the idle
+    # timeout, so two idle spells); the parent's six ended by the Parent Portal's expiry.
+    assert value("portal_monitor_sessions_left_open_total", {"portal": "schools"}) == 7
+    assert value("portal_monitor_sessions_left_open_total", {"portal": "parent"}) == 6
+    assert value("portal_monitor_sessions_left_open_total", {"portal": "unknown"}) == 0
