@@ -16,7 +16,9 @@ from typing import Any
 from monitor.contract.alerts import SEVERITIES
 
 STATUSES = ("open", "acknowledged", "resolved", "silenced")
-VERDICTS = ("true_positive", "false_positive")
+VERDICTS = ("true_positive", "false_positive", "benign")
+"""benign: the alert read the events right, but what happened is allowed (e.g. a known shared device)."""
+PORTALS = ("schools", "parent")
 MIN_PREFIX = 6
 CLOSE_EVENTS = {
     "logout": "logout",
@@ -90,11 +92,17 @@ async def list_alerts(
     severity: str | None = None,
     account: str | None = None,
     status: str | None = None,
+    portal: str | None = None,
     limit: int = 100,
+    offset: int = 0,
 ) -> list[dict]:
-    """Alerts, newest first; each filter given narrows the list."""
+    """Alerts, newest first; each filter given narrows the list. `portal`: the portal the
+    events came from (schools or parent); `offset` skips that many (paging)."""
     check_choice("severity", severity, SEVERITIES)
     check_choice("status", status, STATUSES)
+    check_choice("portal", portal, PORTALS)
+    if offset < 0:
+        raise ValueError("offset: must not be negative")
     rows = await db.fetch(
         f"""SELECT {ALERT_COLUMNS} FROM alerts
             WHERE ($1::timestamptz IS NULL OR ts >= $1)
@@ -103,9 +111,11 @@ async def list_alerts(
               AND ($4::text IS NULL OR severity = $4)
               AND ($5::text IS NULL OR account_id = $5)
               AND ($6::text IS NULL OR status = $6)
+              AND ($8::text IS NULL OR portal = $8)
             ORDER BY ts DESC, alert_id
-            LIMIT $7""",
+            LIMIT $7 OFFSET $9""",
         since, until, detector or None, severity or None, account or None, status or None, limit,
+        portal or None, offset,
     )
     return [dict(row) for row in rows]
 
@@ -183,9 +193,9 @@ async def acknowledge(db, alert_id: str, actor: str, note: str = "") -> dict:
 
 
 async def resolve(db, alert_id: str, actor: str, verdict: str, note: str = "") -> dict:
-    """Resolve an alert with a verdict (true_positive or false_positive), counted per detector."""
+    """Resolve an alert with a verdict (true_positive, false_positive or benign), counted per detector."""
     if check_choice("verdict", verdict, VERDICTS) is None:
-        raise ValueError("verdict: give true_positive or false_positive")
+        raise ValueError(f"verdict: give {', '.join(VERDICTS)}")
     async with _transaction(db) as conn:
         alert_id = await resolve_alert_id(conn, alert_id)
         row = await conn.fetchrow("SELECT status, detector FROM alerts WHERE alert_id = $1 FOR UPDATE", alert_id)
@@ -212,6 +222,41 @@ async def resolve(db, alert_id: str, actor: str, verdict: str, note: str = "") -
 async def verdict_totals(db) -> dict[tuple[str, str], int]:
     rows = await db.fetch("SELECT detector, verdict, total FROM alert_verdict_totals")
     return {(r["detector"], r["verdict"]): r["total"] for r in rows}
+
+
+async def alert_counts(db, *, days: int = 14) -> dict:
+    """What the overview shows: alerts per day, detector and severity over the `days` days up
+    to the newest alert (a replay's alerts are in the past), and alerts per status."""
+    newest = await db.fetchval("SELECT max(ts) FROM alerts")
+    if newest is None:
+        return {"newest": None, "since": None, "by_day": [], "by_status": {}}
+    since = (newest - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    by_day = await db.fetch(
+        """SELECT (ts AT TIME ZONE 'UTC')::date AS day, detector, severity, count(*) AS alerts
+           FROM alerts WHERE ts >= $1 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+        since,
+    )
+    by_status = await db.fetch("SELECT status, count(*) AS alerts FROM alerts GROUP BY status")
+    return {
+        "newest": newest,
+        "since": since,
+        "by_day": [dict(r) for r in by_day],
+        "by_status": {r["status"]: r["alerts"] for r in by_status},
+    }
+
+
+# -- accounts ------------------------------------------------------------------------------------
+
+
+async def get_account(db, account_id: str) -> dict | None:
+    """The registry's row for an account (status, last login, idle clock), or None if unknown."""
+    row = await db.fetchrow(
+        """SELECT account_id, portal, role, created_at, first_seen_at, last_login_at, last_activity_at,
+                  idle_since, status, status_reason, status_at
+           FROM accounts WHERE account_id = $1""",
+        account_id,
+    )
+    return dict(row) if row is not None else None
 
 
 # -- flagged sessions ----------------------------------------------------------------------------
@@ -323,12 +368,14 @@ async def add_silence(
     return dict(row)
 
 
-async def list_silences(db, *, include_expired: bool = False) -> list[dict]:
+async def list_silences(db, *, include_expired: bool = False, account: str | None = None) -> list[dict]:
+    """Silences, soonest to expire first; `account`: only those naming that account."""
     rows = await db.fetch(
         """SELECT silence_id, account_id, detector, network::text AS network, starts_at, expires_at,
                   reason, created_by, created_at
-           FROM silences WHERE $1 OR expires_at > now() ORDER BY expires_at, silence_id""",
-        include_expired,
+           FROM silences WHERE ($1 OR expires_at > now()) AND ($2::text IS NULL OR account_id = $2)
+           ORDER BY expires_at, silence_id""",
+        include_expired, account or None,
     )
     return [dict(row) for row in rows]
 

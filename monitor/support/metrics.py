@@ -20,7 +20,7 @@ from monitor.contract.events import EVENT_TYPES, PORTAL_LABELS
 
 SINK_OUTCOMES = ("delivered", "failed", "retried")
 SUPPRESSION_REASONS = ("grouped", "silenced")
-VERDICTS = ("true_positive", "false_positive")
+VERDICTS = ("true_positive", "false_positive", "benign")
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 DETECTOR_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -242,6 +242,6 @@ class VerdictTotals:
     def _family() -> CounterMetricFamily:
         return CounterMetricFamily(
             "portal_monitor_alert_verdicts",
-            "Responders' verdicts on alerts, by detector and verdict (true_positive or false_positive), store-wide.",
+            "Responders' verdicts on alerts, by detector and verdict (true_positive, false_positive or benign), store-wide.",
             labels=["detector", "verdict"],
         )
