@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ async def demo(args: argparse.Namespace) -> int:
     from monitor.service.http import HttpServer, build_app
     from monitor.support.logging import configure_logging
     from monitor.accounts.postgres import PostgresRegistry
+    from monitor.response import console
     from monitor.support.metrics import Metrics
     from monitor.service.offline import build_offline_pipeline, start_offline
     from monitor.ingest.sources.files import JsonlEventFile
@@ -84,12 +86,17 @@ async def demo(args: argparse.Namespace) -> int:
     metrics = Metrics(detector_ids(), [postgres_sink.name, dead_letters.name])
     # The account registry in the same PostgreSQL, as `run` keeps it.
     pipeline = build_offline_pipeline(settings, [postgres_sink, dead_letters], metrics, PostgresRegistry(pool))
-    http = HttpServer(build_app(metrics, lambda: (True, "demo")), settings.http.host, settings.http.port)
+    app = build_app(metrics, lambda: (True, "demo"))
+    console_token = settings.api.token or secrets.token_urlsafe(24)  # a one-off responder token unless configured
+    console.mount(app, responder_token=console_token, viewer_token=settings.api.viewer_token,
+                  session_lifetime=settings.api.session_lifetime, pool=lambda: pool, detector_ids=detector_ids())
+    http = HttpServer(app, settings.http.host, settings.http.port)
     try:
         await http.start()
         metrics_url = f"http://{settings.http.host}:{http.port}/metrics"
+        console_url = f"http://{settings.http.host}:{http.port}/ui/"
     except OSError as error:
-        metrics_url = f"(not served: {error.strerror})"
+        metrics_url = console_url = f"(not served: {error.strerror})"
 
     say(f"3/4 running the engine (metrics at {metrics_url})")
     started = time.perf_counter()
@@ -116,7 +123,9 @@ Look further:
   replay them:  portal-monitor replay {events_file}
   PostgreSQL:   {dsn}
                 tables alerts, flagged_sessions, session_items, accounts (psql "{dsn}")
-  keep it up:   portal-monitor demo --serve   (PostgreSQL and {metrics_url} stay up until Ctrl-C)""")
+  keep it up:   portal-monitor demo --serve   (PostgreSQL and {metrics_url} stay up until Ctrl-C)
+  console:      {console_url}   (with --serve; sign in with any name and the token {
+                "from PORTAL_MONITOR_API__TOKEN" if settings.api.token else console_token})""")
     if args.serve:
         print("\nserving; Ctrl-C to stop")
         try:

@@ -57,6 +57,15 @@ def parse_time(text: str | None, now: datetime | None = None) -> datetime | None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | None:
+    """When a silence ends: a time or date as `parse_time`, or a duration (`2h`, `7d`) from now."""
+    now = now or datetime.now(timezone.utc)
+    value = parse_time(text, now)
+    if value is not None and _DURATION.match((text or "").strip()):
+        return now + (now - value)
+    return value
+
+
 def check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> str | None:
     if value is None or value == "":
         return None

@@ -14,6 +14,7 @@ import structlog
 
 from detectors.registry import detector_ids, location_detector_ids
 from monitor.response import api
+from monitor.response import console
 from monitor.accounts.lifecycle import AccountLifecycle
 from monitor.accounts.postgres import PostgresRegistry
 from monitor.alerting.gate import build_gate
@@ -133,8 +134,11 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
     source = KafkaEventSource(settings.kafka, settings.source)
     if settings.http.enabled:
         app = build_app(metrics, lambda: service.readiness())
-        api.mount(app, settings.api.token, store.pool_or_none if postgres_sink is not None else (lambda: None),
-                  settings.api.max_limit)
+        store_pool = store.pool_or_none if postgres_sink is not None else (lambda: None)
+        api.mount(app, settings.api.token, store_pool, settings.api.max_limit)
+        if settings.api.console:
+            console.mount(app, responder_token=settings.api.token, viewer_token=settings.api.viewer_token,
+                          session_lifetime=settings.api.session_lifetime, pool=store_pool, detector_ids=detector_ids())
         http = HttpServer(app, settings.http.host, settings.http.port)
         parts.insert(0, Part("http", http.start, http.close))  # first: /livez and /readyz while starting
     service = Service(settings, shards, delivery, source, parts, checkpoints=checkpoints, clock=clock, stop=stop)

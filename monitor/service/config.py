@@ -184,6 +184,7 @@ def _read_secret_files(settings: Settings) -> None:
         (settings.sinks.alertmanager, "bearer_token"),
         (settings.sinks.alertmanager, "password"),
         (settings.api, "token"),
+        (settings.api, "viewer_token"),
     ):
         path = getattr(section, f"{key}_file")
         if path and not getattr(section, key):
