@@ -55,6 +55,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def same(presented: str, expected: str) -> bool:
+    """Constant-time equality of two texts (any characters: compared as UTF-8 bytes)."""
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
 def check_name(name: str) -> str:
     """The name a person signs in with: 1 to 60 printable characters, kept as the actor of actions."""
     name = " ".join(name.split())
@@ -88,7 +93,7 @@ class ConsoleAuth:
 
     def role_for(self, presented: str) -> str | None:
         """The role whose token this is, or None; every token is compared, in constant time."""
-        given = presented.strip().encode()
+        given = presented.strip().encode("utf-8", "surrogatepass")
         found = None
         for token, role in self._tokens:
             if hmac.compare_digest(given, token) and found is None:
@@ -111,7 +116,7 @@ class ConsoleAuth:
         if not cookie or len(cookie) > 1024 or cookie.count(".") != 1:
             return None
         payload, signature = cookie.split(".")
-        if not hmac.compare_digest(signature, self._sign(b"session", payload.encode())):
+        if not same(signature, self._sign(b"session", payload.encode("utf-8", "surrogatepass"))):
             return None
         try:
             data = json.loads(_unb64(payload))
@@ -131,7 +136,7 @@ class ConsoleAuth:
         return self._sign(b"csrf", principal.session_id.encode())
 
     def csrf_ok(self, principal: Principal, presented: str | None) -> bool:
-        return bool(presented) and hmac.compare_digest(presented, self.csrf_token(principal))
+        return bool(presented) and same(presented, self.csrf_token(principal))
 
     def _sign(self, purpose: bytes, data: bytes) -> str:
         return _b64(hmac.new(self._key, purpose + b"\0" + data, hashlib.sha256).digest())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -17,7 +16,9 @@ from aiohttp import web
 from monitor.response import queries
 from monitor.contract.alerts import SEVERITIES
 from monitor.response.console import present
-from monitor.response.console.auth import SESSION_COOKIE, SIGNIN_COOKIE, ConsoleAuth, Principal, check_name, new_signin_token
+from monitor.response.console.auth import (
+    SESSION_COOKIE, SIGNIN_COOKIE, ConsoleAuth, Principal, check_name, new_signin_token, same,
+)
 
 log = structlog.get_logger("monitor.console")
 PREFIX = "/ui"
@@ -210,7 +211,7 @@ class Console:
         request["form"] = form
         expected = request.cookies.get(SIGNIN_COOKIE, "")
         presented = _field(form, "csrf")
-        if not expected or not presented or not hmac.compare_digest(expected, presented) or not self._same_origin(request):
+        if not expected or not presented or not same(expected, presented) or not self._same_origin(request):
             log.warning("console sign-in refused: CSRF token missing or wrong")
             return self._signin_form(request, 403, "The sign-in form had expired. Please try again.")
         name = _field(form, "name")
