@@ -79,7 +79,7 @@ def demo():
             assert process.poll() is None, "demo ended early:\n" + "\n".join(lines[-40:])
             assert time.monotonic() < deadline, "demo did not start serving:\n" + "\n".join(lines[-40:])
         text = "\n".join(lines)
-        match = re.search(r"console:\s+(http://\S+/ui/)\s+\(with --serve; sign in with any name and the token (\S+)\)", text)
+        match = re.search(r"console:\s+(http://\S+/ui/)\s+\(sign in with your name and the token (\S+)\)", text)
         assert match, "the demo's closing lines do not name the console:\n" + text[-2000:]
         dsn = re.search(r"PostgreSQL:\s+(postgresql://\S+)", text).group(1)
         yield Demo(match.group(1), match.group(2), dsn, lines)
@@ -381,6 +381,16 @@ async def form_posts_without_csrf(demo: Demo) -> None:
         # With the token it works: the refusals above were about the token alone.
         response = await client.post(f"/ui/alerts/{alert_id}/ack", data={"csrf": csrf, "note": "on it"}, allow_redirects=False)
         assert response.status == 303
+        # The third verdict: benign (right reading, allowed behaviour), stored and counted apart.
+        response = await client.post(f"/ui/alerts/{alert_id}/resolve", data={"csrf": csrf, "verdict": "benign"},
+                                     allow_redirects=False)
+        assert response.status == 303
+        [row] = query(demo, """SELECT a.verdict, t.total FROM alerts a JOIN alert_verdict_totals t
+                               ON t.detector = a.detector AND t.verdict = a.verdict WHERE a.alert_id = $1""", alert_id)
+        assert tuple(row) == ("benign", 1)
+        response = await client.post(f"/ui/alerts/{alert_id}/resolve", data={"csrf": csrf, "verdict": "maybe"},
+                                     allow_redirects=False)
+        assert response.status in (400, 409)
     finally:
         await client.close()
 

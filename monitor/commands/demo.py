@@ -123,9 +123,10 @@ Look further:
   replay them:  portal-monitor replay {events_file}
   PostgreSQL:   {dsn}
                 tables alerts, flagged_sessions, session_items, accounts (psql "{dsn}")
-  keep it up:   portal-monitor demo --serve   (PostgreSQL and {metrics_url} stay up until Ctrl-C)
-  console:      {console_url}   (with --serve; sign in with any name and the token {
-                "from PORTAL_MONITOR_API__TOKEN" if settings.api.token else console_token})""")
+  keep it up:   portal-monitor demo --serve   (PostgreSQL and {metrics_url} stay up until Ctrl-C)""")
+    if args.serve:  # the responder console over these alerts; a printed one-off token, never logged
+        signin = "the token in PORTAL_MONITOR_API__TOKEN" if settings.api.token else f"the token {console_token}"
+        print(f"  console:      {console_url}   (sign in with your name and {signin})")
     if args.serve:
         print("\nserving; Ctrl-C to stop")
         try:
