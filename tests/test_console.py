@@ -357,7 +357,7 @@ def test_form_posts_without_the_csrf_token_are_refused(demo):
 
 
 async def form_posts_without_csrf(demo: Demo) -> None:
-    [alert] = query(demo, "SELECT alert_id FROM alerts WHERE status = 'open' ORDER BY ts LIMIT 1")
+    [alert] = query(demo, "SELECT alert_id FROM alerts WHERE status = 'open' AND detector = 'dormant_account_login' LIMIT 1")
     alert_id = alert["alert_id"]
     client = await signed_in_client(demo, demo.token)
     try:
