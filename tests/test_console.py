@@ -229,6 +229,8 @@ def test_responder_filters_opens_an_alert_resolves_it_and_sees_the_verdict_count
     rate = page.locator(".value[data-detector=impossible_travel]")
     expect(rate).to_contain_text("100% FP")
     expect(rate).to_contain_text("of 1")
+    colours = page.evaluate("""[...document.querySelectorAll('svg.track rect')].map(r => getComputedStyle(r).fill)""")
+    assert colours and "rgb(0, 0, 0)" not in colours  # every bar has its severity's or verdict's colour
     expect(page.locator(".tiles")).to_contain_text("1 resolved")
 
     # Resolving twice is refused with the reason, not an error page.
@@ -295,9 +297,16 @@ def test_silences_add_with_a_known_detector_and_remove(demo, browser):
     assert response.status == 400 and "not one of" in response.text()
 
     page.goto(demo.url + "silences")
-    page.locator("table tbody tr").filter(has_text="parent-000122").locator("button:has-text('Remove')").click()
+    page.fill("input[name=network]", "192.0.2.7/24")
+    page.fill("input[name=expires]", "2h")
+    page.fill("input[name=reason]", "pen test of the parent portal")
+    page.click("text=Add silence")
+    row = page.locator("table tbody tr").filter(has_text="192.0.2.0/24")
+    expect(row).to_contain_text("pen test")
+    row.locator("button:has-text('Remove')").click()
     expect(page.locator(".notice")).to_have_text("Silence removed.")
-    assert not query(demo, "SELECT 1 FROM silences")
+    expect(page.locator("table tbody tr")).to_have_count(1)
+    assert [r["detector"] for r in query(demo, "SELECT detector FROM silences")] == ["risky_network"]
     page.context.close()
 
 
@@ -359,6 +368,7 @@ def test_form_posts_without_the_csrf_token_are_refused(demo):
 async def form_posts_without_csrf(demo: Demo) -> None:
     [alert] = query(demo, "SELECT alert_id FROM alerts WHERE status = 'open' AND detector = 'dormant_account_login' LIMIT 1")
     alert_id = alert["alert_id"]
+    silences_before = query(demo, "SELECT count(*) AS n FROM silences")[0]["n"]
     client = await signed_in_client(demo, demo.token)
     try:
         page = await (await client.get(f"/ui/alerts/{alert_id}")).text()
@@ -377,7 +387,7 @@ async def form_posts_without_csrf(demo: Demo) -> None:
         assert response.status == 403
         [row] = query(demo, "SELECT status FROM alerts WHERE alert_id = $1", alert_id)
         assert row["status"] == "open"
-        assert not query(demo, "SELECT 1 FROM silences")
+        assert query(demo, "SELECT count(*) AS n FROM silences")[0]["n"] == silences_before
         # With the token it works: the refusals above were about the token alone.
         response = await client.post(f"/ui/alerts/{alert_id}/ack", data={"csrf": csrf, "note": "on it"}, allow_redirects=False)
         assert response.status == 303

@@ -55,6 +55,12 @@ def _short_when(value: Any) -> str:
     return value.astimezone(timezone.utc).strftime("%a %d %b %H:%M")
 
 
+def _clock(value: Any) -> str:
+    if not isinstance(value, datetime):
+        return _when(value)
+    return value.astimezone(timezone.utc).strftime("%H:%M:%S")
+
+
 def _number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.1f}" if value % 1 else f"{value:,.0f}"
@@ -71,7 +77,7 @@ def templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_when, short_when=_short_when, number=_number, verdict=lambda v: VERDICT_LABELS.get(v, v or ""))
+    env.filters.update(when=_when, short_when=_short_when, clock=_clock, number=_number, verdict=lambda v: VERDICT_LABELS.get(v, v or ""))
     env.globals.update(prefix=PREFIX, severities=SEVERITIES, statuses=queries.STATUSES, verdicts=queries.VERDICTS,
                        verdict_labels=VERDICT_LABELS, portals=queries.PORTALS)
     return env
