@@ -454,3 +454,31 @@ async def cookie_flags_and_sign_out(demo: Demo) -> None:
     async with aiohttp.ClientSession(demo.base) as client:
         response = await client.get("/", allow_redirects=False)
         assert response.status == 302 and response.headers["Location"] == "/ui/"
+
+
+def test_the_daemons_console_before_the_store_is_connected():
+    """`run` mounts the console beside /metrics at once; until PostgreSQL is connected pages say so."""
+    in_thread(console_before_the_store())
+
+
+async def console_before_the_store() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from detectors.registry import detector_ids
+    from monitor.response import console
+    from monitor.service.http import build_app
+    from monitor.support.metrics import Metrics
+
+    app = build_app(Metrics(detector_ids(), []), lambda: (False, "starting"))
+    assert console.mount(app, responder_token="", viewer_token="", session_lifetime=60, pool=lambda: None,
+                         detector_ids=detector_ids()) is None  # no token: no console
+    assert console.mount(app, responder_token="r" * 24, viewer_token="", session_lifetime=60, pool=lambda: None,
+                         detector_ids=detector_ids()) is not None
+    async with TestClient(TestServer(app), cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        response = await client.get("/ui/alerts", allow_redirects=False)
+        assert response.status == 303
+        page = await (await client.get("/ui/signin")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        response = await client.post("/ui/signin", data={"csrf": csrf, "name": "Sam", "token": "r" * 24})
+        assert response.status == 503 and "not connected to PostgreSQL yet" in await response.text()
+        assert (await client.get("/metrics")).status == 200

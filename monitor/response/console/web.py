@@ -35,6 +35,10 @@ NOTICES = {
     "signed-out": "Signed out.",
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Typed keys where aiohttp has them (3.12+), plain names before.
+_Key = getattr(web, "RequestKey", None)
+PRINCIPAL: Any = _Key("principal", Principal) if _Key else "principal"
+FORM: Any = _Key("form", object) if _Key else "form"
 
 
 def _when(value: Any) -> str:
@@ -116,7 +120,7 @@ class Console:
     # -- rendering and the guard ---------------------------------------------------------------------
 
     def render(self, request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-        principal: Principal | None = request.get("principal")
+        principal: Principal | None = request.get(PRINCIPAL)
         notice = NOTICES.get(request.query.get("done", ""))
         body = self.env.get_template(template).render(
             principal=principal,
@@ -148,10 +152,10 @@ class Console:
             principal = self.auth.read(request.cookies.get(SESSION_COOKIE))
             if principal is None:
                 return self._signin_redirect(request)
-            request["principal"] = principal
+            request[PRINCIPAL] = principal
             if request.method == "POST":
                 form = await request.post()
-                request["form"] = form
+                request[FORM] = form
                 if not self._same_origin(request) or not self.auth.csrf_ok(principal, _field(form, "csrf")):
                     log.warning("console form refused: CSRF token missing or wrong", path=request.path)
                     return self.render(request, "error.html", 403, title="Refused",
@@ -200,7 +204,7 @@ class Console:
 
     def _signin_form(self, request: web.Request, status: int = 200, error: str = "", name: str = "") -> web.Response:
         token = new_signin_token()
-        nxt = _safe_next(request.query.get("next") or _field(request.get("form") or {}, "next"))
+        nxt = _safe_next(request.query.get("next") or _field(request.get(FORM) or {}, "next"))
         response = self.render(request, "signin.html", status, title="Sign in", signin_csrf=token, error=error, name=name,
                                next=nxt, viewer=self.auth.has_viewer)
         response.set_cookie(SIGNIN_COOKIE, token, path=f"{PREFIX}/signin", httponly=True, samesite="Strict",
@@ -214,7 +218,7 @@ class Console:
 
     async def signin(self, request: web.Request) -> web.Response:
         form = await request.post()
-        request["form"] = form
+        request[FORM] = form
         expected = request.cookies.get(SIGNIN_COOKIE, "")
         presented = _field(form, "csrf")
         if not expected or not presented or not same(expected, presented) or not self._same_origin(request):
@@ -239,7 +243,7 @@ class Console:
         raise response
 
     async def signout(self, request: web.Request) -> web.Response:
-        principal: Principal = request["principal"]
+        principal: Principal = request[PRINCIPAL]
         self.auth.revoke(principal)
         log.info("console sign-out", name=principal.name, role=principal.role)
         response = web.HTTPSeeOther(f"{PREFIX}/signin?done=signed-out")
@@ -310,12 +314,12 @@ class Console:
         return self.render(
             request, "alert.html", status, title=f"Alert: {alert['detector'].replace('_', ' ')}",
             alert=alert, evidence=present.evidence_view(alert["evidence"]), sessions=sessions, error=error,
-            form_note=_field(request.get("form") or {}, "note"),
+            form_note=_field(request.get(FORM) or {}, "note"),
         )
 
     async def ack(self, request: web.Request) -> web.Response:
-        principal: Principal = request["principal"]
-        form = request["form"]
+        principal: Principal = request[PRINCIPAL]
+        form = request[FORM]
         try:
             alert = await queries.acknowledge(self._pool(), request.match_info["alert_id"], principal.name, _text(form, "note"))
         except (queries.Conflict, ValueError) as problem:
@@ -324,8 +328,8 @@ class Console:
         raise web.HTTPSeeOther(f"{PREFIX}/alerts/{alert['alert_id']}?done=acknowledged")
 
     async def resolve(self, request: web.Request) -> web.Response:
-        principal: Principal = request["principal"]
-        form = request["form"]
+        principal: Principal = request[PRINCIPAL]
+        form = request[FORM]
         try:
             alert = await queries.resolve(self._pool(), request.match_info["alert_id"], principal.name,
                                           _field(form, "verdict"), _text(form, "note"))
@@ -353,14 +357,14 @@ class Console:
 
     async def silences(self, request: web.Request, status: int = 200, error: str = "") -> web.Response:
         rows = await queries.list_silences(self._pool(), include_expired=request.query.get("expired") == "1")
-        form = request.get("form") or {}
+        form = request.get(FORM) or {}
         prefill = {key: _field(form, key) or request.query.get(key, "") for key in ("account_id", "detector", "network", "expires", "reason")}
         return self.render(request, "silences.html", status, title="Silences", rows=rows, error=error,
                            detectors=self.detector_ids, prefill=prefill, expired=request.query.get("expired") == "1")
 
     async def add_silence(self, request: web.Request) -> web.Response:
-        principal: Principal = request["principal"]
-        form = request["form"]
+        principal: Principal = request[PRINCIPAL]
+        form = request[FORM]
         try:
             detector = _field(form, "detector") or None
             if detector is not None and detector not in self.detector_ids:
@@ -379,7 +383,7 @@ class Console:
         raise web.HTTPSeeOther(f"{PREFIX}/silences?done=silence-added")
 
     async def remove_silence(self, request: web.Request) -> web.Response:
-        principal: Principal = request["principal"]
+        principal: Principal = request[PRINCIPAL]
         raw = request.match_info["silence_id"]
         if not raw.isdigit() or len(raw) > 18:
             raise queries.NotFound(f"no silence {raw!r}")
