@@ -482,3 +482,46 @@ async def console_before_the_store() -> None:
         response = await client.post("/ui/signin", data={"csrf": csrf, "name": "Sam", "token": "r" * 24})
         assert response.status == 503 and "not connected to PostgreSQL yet" in await response.text()
         assert (await client.get("/metrics")).status == 200
+
+
+def test_alerts_are_paged_newest_first(demo):
+    """The demo's alerts three to a page: every alert once, newest first, filters kept across pages."""
+    in_thread(paged(demo))
+
+
+async def paged(demo: Demo) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from detectors.registry import detector_ids
+    from monitor.response.console import Console, ConsoleAuth
+
+    pool = await asyncpg.create_pool(demo.dsn, min_size=1, max_size=2)
+    app = web.Application()
+    app.router.add_routes(Console(ConsoleAuth("r" * 24), lambda: pool, detector_ids(), page_size=3).routes())
+    try:
+        async with TestClient(TestServer(app), cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            page = await (await client.get("/ui/signin")).text()
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+            await client.post("/ui/signin", data={"csrf": csrf, "name": "Sam", "token": "r" * 24})
+            expected = [r["alert_id"] for r in await pool.fetch("SELECT alert_id FROM alerts ORDER BY ts DESC, alert_id")]
+            seen: list[str] = []
+            url = "/ui/alerts"
+            while url:
+                text = await (await client.get(url)).text()
+                ids = re.findall(r'class="summary"><a href="/ui/alerts/([0-9a-f]+)"', text)
+                assert 1 <= len(ids) <= 3
+                seen.extend(ids)
+                match = re.search(r'<a href="([^"]+)" rel="next">', text)
+                url = match.group(1).replace("&amp;", "&") if match else None
+            assert seen == expected and len(seen) > 3
+            text = await (await client.get("/ui/alerts?source=parent&page=2")).text()
+            parents = [r["alert_id"] for r in await pool.fetch(
+                "SELECT alert_id FROM alerts WHERE portal = 'parent' ORDER BY ts DESC, alert_id")]
+            assert re.findall(r'class="summary"><a href="/ui/alerts/([0-9a-f]+)"', text) == parents[3:6]
+            assert 'rel="prev"' in text and "source=parent" in re.search(r'<a href="([^"]+)" rel="prev">', text).group(1)
+            for bad in ("page=0", "page=x", "severity=urgent", "detector=nope", "source=intranet", "since=soon"):
+                response = await client.get(f"/ui/alerts?{bad}")
+                assert response.status == 400 and 'class="error"' in await response.text(), bad
+    finally:
+        await pool.close()

@@ -90,8 +90,10 @@ def templates() -> jinja2.Environment:
 class Console:
     """Pages over a pool getter (the pool exists once the store is connected)."""
 
-    def __init__(self, auth: ConsoleAuth, pool: Callable[[], Any], detector_ids: tuple[str, ...]) -> None:
+    def __init__(self, auth: ConsoleAuth, pool: Callable[[], Any], detector_ids: tuple[str, ...],
+                 page_size: int = PAGE_SIZE) -> None:
         self.auth = auth
+        self.page_size = page_size
         self._pool = pool
         self.detector_ids = tuple(detector_ids)
         self.env = templates()
@@ -182,11 +184,13 @@ class Console:
 
     @staticmethod
     def _same_origin(request: web.Request) -> bool:
-        """A POST whose Origin (if the browser sent one) is this host."""
+        """A POST whose Origin (if the browser sent one) is this host, or the host a proxy in front
+        says it was asked for (X-Forwarded-Host). The CSRF token is the defence; this is a second."""
         origin = request.headers.get("Origin")
         if origin is None:
             return True
-        return urlsplit(origin).netloc == request.host
+        hosts = {request.host, *(h.strip() for h in request.headers.get("X-Forwarded-Host", "").split(",") if h.strip())}
+        return urlsplit(origin).netloc in hosts
 
     def _cookie_secure(self, request: web.Request) -> bool:
         return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
@@ -288,15 +292,15 @@ class Console:
                 since=queries.parse_time(q["since"]), until=queries.parse_time(q["until"]),
                 detector=q["detector"] or None, severity=q["severity"] or None, account=q["account"] or None,
                 status=q["status"] or None, portal=q["source"] or None,
-                limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE,
+                limit=self.page_size + 1, offset=(page - 1) * self.page_size,
             )
         except ValueError as problem:
             error = str(problem)
         filters = {k: v for k, v in q.items() if v and k != "page"}
-        more = len(rows) > PAGE_SIZE
+        more = len(rows) > self.page_size
         return self.render(
             request, "alerts.html", 400 if error else 200, title="Alerts",
-            rows=rows[:PAGE_SIZE], q=q, error=error, page=page,
+            rows=rows[:self.page_size], q=q, error=error, page=page,
             previous_page=f"{PREFIX}/alerts?{urlencode({**filters, 'page': page - 1})}" if page > 1 else None,
             next_page=f"{PREFIX}/alerts?{urlencode({**filters, 'page': page + 1})}" if more else None,
             detectors=self.detector_ids, filtered=bool(filters),
