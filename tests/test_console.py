@@ -525,3 +525,42 @@ async def paged(demo: Demo) -> None:
                 assert response.status == 400 and 'class="error"' in await response.text(), bad
     finally:
         await pool.close()
+
+
+def test_sign_ins_and_refusals_are_counted(demo):
+    in_thread(counted(demo))
+
+
+async def counted(demo: Demo) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def samples() -> dict[tuple[str, str], float]:
+        async with aiohttp.ClientSession(demo.base) as client:
+            text = await (await client.get("/metrics")).text()
+        assert demo.token not in text
+        return {(s.name, s.labels.get("outcome", "")): s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if s.name.startswith("portal_monitor_console_")}
+
+    before = await samples()
+    for outcome in ("responder", "viewer", "wrong_token", "expired_form"):
+        assert ("portal_monitor_console_signins_total", outcome) in before  # there from the start
+    async with aiohttp.ClientSession(demo.base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        page = await (await client.get("/ui/signin")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        await client.post("/ui/signin", data={"csrf": csrf, "name": "Eve", "token": "guess"})
+        await client.post("/ui/signin", data={"name": "Eve", "token": "guess"})
+    client = await signed_in_client(demo, VIEWER_TOKEN, "Governor Lee")
+    try:
+        overview = await (await client.get("/ui/")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', overview).group(1)
+        await client.post("/ui/silences", data={"detector": "new_country", "expires": "1d"})
+        await client.post("/ui/silences", data={"csrf": csrf, "detector": "new_country", "expires": "1d"})
+    finally:
+        await client.close()
+    after = await samples()
+    delta = {key: after[key] - before.get(key, 0) for key in after}
+    assert delta[("portal_monitor_console_signins_total", "wrong_token")] == 1
+    assert delta[("portal_monitor_console_signins_total", "expired_form")] == 1
+    assert delta[("portal_monitor_console_signins_total", "viewer")] == 1
+    assert delta[("portal_monitor_console_refusals_total", "csrf")] == 1
+    assert delta[("portal_monitor_console_refusals_total", "viewer_action")] == 1

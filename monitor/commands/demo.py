@@ -89,7 +89,8 @@ async def demo(args: argparse.Namespace) -> int:
     app = build_app(metrics, lambda: (True, "demo"))
     console_token = settings.api.token or secrets.token_urlsafe(24)  # a one-off responder token unless configured
     console.mount(app, responder_token=console_token, viewer_token=settings.api.viewer_token,
-                  session_lifetime=settings.api.session_lifetime, pool=lambda: pool, detector_ids=detector_ids())
+                  session_lifetime=settings.api.session_lifetime, pool=lambda: pool, detector_ids=detector_ids(),
+                  registry=metrics.registry)
     http = HttpServer(app, settings.http.host, settings.http.port)
     try:
         await http.start()

@@ -138,7 +138,8 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
         api.mount(app, settings.api.token, store_pool, settings.api.max_limit)
         if settings.api.console:
             console.mount(app, responder_token=settings.api.token, viewer_token=settings.api.viewer_token,
-                          session_lifetime=settings.api.session_lifetime, pool=store_pool, detector_ids=detector_ids())
+                          session_lifetime=settings.api.session_lifetime, pool=store_pool, detector_ids=detector_ids(),
+                          registry=metrics.registry)
         http = HttpServer(app, settings.http.host, settings.http.port)
         parts.insert(0, Part("http", http.start, http.close))  # first: /livez and /readyz while starting
     service = Service(settings, shards, delivery, source, parts, checkpoints=checkpoints, clock=clock, stop=stop)

@@ -16,6 +16,7 @@ from aiohttp import web
 from monitor.response import queries
 from monitor.contract.alerts import SEVERITIES
 from monitor.response.console import present
+from monitor.response.console.metrics import ConsoleMetrics
 from monitor.response.console.auth import (
     SESSION_COOKIE, SIGNIN_COOKIE, ConsoleAuth, Principal, check_name, new_signin_token, same,
 )
@@ -91,8 +92,9 @@ class Console:
     """Pages over a pool getter (the pool exists once the store is connected)."""
 
     def __init__(self, auth: ConsoleAuth, pool: Callable[[], Any], detector_ids: tuple[str, ...],
-                 page_size: int = PAGE_SIZE) -> None:
+                 page_size: int = PAGE_SIZE, metrics: ConsoleMetrics | None = None) -> None:
         self.auth = auth
+        self.metrics = metrics or ConsoleMetrics(registry=None)
         self.page_size = page_size
         self._pool = pool
         self.detector_ids = tuple(detector_ids)
@@ -160,10 +162,12 @@ class Console:
                 request[FORM] = form
                 if not self._same_origin(request) or not self.auth.csrf_ok(principal, _field(form, "csrf")):
                     log.warning("console form refused: CSRF token missing or wrong", path=request.path)
+                    self.metrics.csrf.inc()
                     return self.render(request, "error.html", 403, title="Refused",
                                        message="This form was not sent from this console (its CSRF token is missing or "
                                                "out of date). Go back, reload the page and try again.")
                 if act and not principal.may_act:
+                    self.metrics.viewer_action.inc()
                     return self.render(request, "error.html", 403, title="Not allowed",
                                        message="You are signed in as a viewer; only responders acknowledge, resolve and silence.")
             if self._pool() is None:
@@ -227,6 +231,7 @@ class Console:
         presented = _field(form, "csrf")
         if not expected or not presented or not same(expected, presented) or not self._same_origin(request):
             log.warning("console sign-in refused: CSRF token missing or wrong")
+            self.metrics.expired_form.inc()
             return self._signin_form(request, 403, "The sign-in form had expired. Please try again.")
         name = _field(form, "name")
         role = self.auth.role_for(_field(form, "token"))
@@ -236,10 +241,12 @@ class Console:
             return self._signin_form(request, 400, str(problem))
         if role is None:
             log.warning("console sign-in refused: wrong token", remote=request.remote)
+            self.metrics.wrong_token.inc()
             await asyncio.sleep(1.0)  # slows guessing; the token itself is never logged
             return self._signin_form(request, 401, "That token is not valid.", name=name)
         cookie, principal = self.auth.issue(name, role)
         log.info("console sign-in", name=principal.name, role=role, remote=request.remote)
+        self.metrics.signed_in[role].inc()
         response = web.HTTPSeeOther(_safe_next(_field(form, "next")))
         response.set_cookie(SESSION_COOKIE, cookie, path=PREFIX, httponly=True, samesite="Strict",
                             secure=self._cookie_secure(request), max_age=int(self.auth.lifetime))
