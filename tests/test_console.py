@@ -482,6 +482,10 @@ async def console_before_the_store() -> None:
         response = await client.post("/ui/signin", data={"csrf": csrf, "name": "Sam", "token": "r" * 24})
         assert response.status == 503 and "not connected to PostgreSQL yet" in await response.text()
         assert (await client.get("/metrics")).status == 200
+        # Signing out needs no store.
+        csrf = re.search(r'name="csrf" value="([^"]+)"', await response.text()).group(1)
+        response = await client.post("/ui/signout", data={"csrf": csrf}, allow_redirects=False)
+        assert response.status == 303 and response.headers["Location"].startswith("/ui/signin")
 
 
 def test_alerts_are_paged_newest_first(demo):

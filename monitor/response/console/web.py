@@ -108,7 +108,7 @@ class Console:
             web.get(f"{PREFIX}/static/console.css", self.stylesheet),
             web.get(f"{PREFIX}/signin", self.signin_page),
             web.post(f"{PREFIX}/signin", self.signin),
-            web.post(f"{PREFIX}/signout", self._guarded(self.signout)),
+            web.post(f"{PREFIX}/signout", self._guarded(self.signout, store=False)),
             web.get(f"{PREFIX}/", self._guarded(self.overview)),
             web.get(f"{PREFIX}/alerts", self._guarded(self.alerts)),
             web.get(f"{PREFIX}/alerts/{{alert_id}}", self._guarded(self.alert)),
@@ -151,7 +151,7 @@ class Console:
         target = request.path_qs if request.method == "GET" else PREFIX + "/"
         raise web.HTTPSeeOther(f"{PREFIX}/signin?{urlencode({'next': target})}")
 
-    def _guarded(self, handler: Handler, act: bool = False) -> Handler:
+    def _guarded(self, handler: Handler, act: bool = False, store: bool = True) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
             principal = self.auth.read(request.cookies.get(SESSION_COOKIE))
             if principal is None:
@@ -170,7 +170,7 @@ class Console:
                     self.metrics.viewer_action.inc()
                     return self.render(request, "error.html", 403, title="Not allowed",
                                        message="You are signed in as a viewer; only responders acknowledge, resolve and silence.")
-            if self._pool() is None:
+            if store and self._pool() is None:
                 return self.render(request, "error.html", 503, title="Store not connected",
                                    message="The monitor has not connected to PostgreSQL yet. Try again in a moment.")
             try:
