@@ -253,6 +253,13 @@ def test_a_viewer_sees_everything_but_cannot_act(demo, browser):
     alert_id = page.url.rsplit("/", 1)[1]
     expect(page.locator("table.side-by-side")).to_contain_text("the new login")
     expect(page.locator("table.side-by-side")).to_contain_text("already signed in")
+    # Both sessions' timelines merged in time order, each line tagged with its session.
+    merged = page.locator("table.timeline.merged tbody tr")
+    tags = merged.locator("i.tag").all_inner_texts()
+    assert set(tags) == {"A", "B"}
+    assert tags != sorted(tags) and tags != sorted(tags, reverse=True)  # the two overlapped: their lines interleave
+    logins = page.locator("table.timeline.merged tbody tr.mark").filter(has_text="login")
+    expect(logins).to_have_count(2)
     expect(page.locator("form[action$='/resolve']")).to_have_count(0)
     expect(page.locator("section.decide")).to_contain_text("signed in as a viewer")
 

@@ -130,3 +130,20 @@ def test_verdict_rates_count_benign_apart_from_false_positives():
     assert travel["total"] == 8 and travel["false_positive_rate"] == 1 / 8
     assert [s["name"] for s in travel["shares"]] == ["true_positive", "false_positive", "benign"]
     assert travel["shares"][-1]["x"] + travel["shares"][-1]["width"] == pytest.approx(100)
+
+
+def test_two_sessions_interleave_in_time_order():
+    from datetime import datetime, timezone
+
+    def at(minute: int) -> datetime:
+        return datetime(2026, 3, 2, 9, minute, tzinfo=timezone.utc)
+
+    one = {"session_id": "s1", "timeline": [{"at": at(0), "event": "login"}, {"at": at(10), "event": "view"}]}
+    two = {"session_id": "s2", "timeline": [{"at": at(5), "event": "login"}, {"at": at(10), "event": "view"}]}
+    gone = {"session_id": "s3", "missing": True}
+    lines = present.interleave([one, gone, two])
+    assert [(line["tag"], line["at"].minute) for line in lines] == [("A", 0), ("B", 5), ("A", 10), ("B", 10)]
+    assert present.interleave([one, gone]) == []
+    sessions = [gone, one, two]
+    present.tag_sessions(sessions)
+    assert [s.get("tag") for s in sessions] == [None, "A", "B"]

@@ -178,6 +178,29 @@ def flatten(value: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, str
     return rows
 
 
+def interleave(sessions: list[dict]) -> list[dict]:
+    """The timelines of two or more sessions merged in time order, each line tagged A, B, ...:
+    what one browser did while the other was signed in. Empty for fewer than two on record."""
+    on_record = [session for session in sessions if not session.get("missing")]
+    if len(on_record) < 2:
+        return []
+    lines = []
+    for n, session in enumerate(on_record):
+        for order, line in enumerate(session["timeline"]):
+            lines.append((line["at"], n, order, {**line, "tag": chr(ord("A") + n % 26), "lane": n % 4}))
+    lines.sort(key=lambda item: item[:3])
+    return [line for *_, line in lines]
+
+
+def tag_sessions(sessions: list[dict]) -> None:
+    """Give each session on record its letter and colour lane, as `interleave` tags its lines."""
+    n = 0
+    for session in sessions:
+        if not session.get("missing"):
+            session["tag"], session["lane"] = chr(ord("A") + n % 26), n % 4
+            n += 1
+
+
 # -- the overview's charts --------------------------------------------------------------------------
 
 

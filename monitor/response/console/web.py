@@ -322,9 +322,11 @@ class Console:
                 sessions.append(await queries.get_session(pool, session_id))
             except queries.NotFound:
                 sessions.append({"session_id": session_id, "missing": True})
+        present.tag_sessions(sessions)
         return self.render(
             request, "alert.html", status, title=f"Alert: {alert['detector'].replace('_', ' ')}",
             alert=alert, evidence=present.evidence_view(alert["evidence"]), sessions=sessions, error=error,
+            merged=present.interleave(sessions), tags={s["session_id"]: s for s in sessions if s.get("tag")},
             form_note=_field(request.get(FORM) or {}, "note"),
         )
 
