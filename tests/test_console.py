@@ -276,26 +276,30 @@ def test_a_viewer_sees_everything_but_cannot_act(demo, browser):
 
 
 def test_silences_add_with_a_known_detector_and_remove(demo, browser):
+    # The demo's cybercafe parent: whichever account its risky_network incident landed on.
+    account = query(demo, "SELECT account_id FROM alerts WHERE detector = 'risky_network' ORDER BY account_id LIMIT 1")[0]["account_id"]
     page = new_page(browser)
     sign_in(page, demo, "Dana Okafor", demo.token)
-    page.goto(demo.url + "accounts/parent-000122")
-    expect(page.locator("h1")).to_contain_text("parent-000122")
+    page.goto(demo.url + "accounts/" + account)
+    expect(page.locator("h1")).to_contain_text(account)
     expect(page.locator("dl.card")).to_contain_text("status")
-    expect(page.locator("ol.alerts .alert-item")).to_have_count(2)
+    stored = query(demo, "SELECT count(*) AS n FROM alerts WHERE account_id = $1", account)[0]["n"]
+    assert stored >= 1  # its page lists every alert stored for it
+    expect(page.locator("ol.alerts .alert-item")).to_have_count(min(stored, 50))
     page.click("text=Silence this account")
-    expect(page.locator("input[name=account_id]")).to_have_value("parent-000122")
+    expect(page.locator("input[name=account_id]")).to_have_value(account)
     page.select_option("form.filters select[name=detector]", "risky_network")
     page.fill("input[name=expires]", "7d")
     page.fill("input[name=reason]", "family on holiday, cafés")
     page.click("text=Add silence")
     expect(page.locator(".notice")).to_have_text("Silence added.")
-    row = page.locator("table tbody tr").filter(has_text="parent-000122")
+    row = page.locator("table tbody tr").filter(has_text=account)
     expect(row).to_contain_text("risky network")
     expect(row).to_contain_text("Dana Okafor")
     [silence] = query(demo, "SELECT account_id, detector, created_by, expires_at > now() + interval '6 days' AS later FROM silences")
-    assert tuple(silence) == ("parent-000122", "risky_network", "Dana Okafor", True)
+    assert tuple(silence) == (account, "risky_network", "Dana Okafor", True)
 
-    page.goto(demo.url + "accounts/parent-000122")
+    page.goto(demo.url + "accounts/" + account)
     expect(page.locator("section").filter(has_text="Silences")).to_contain_text("risky network")
 
     # A detector this monitor does not have is refused with the reason.
