@@ -14,17 +14,18 @@ from monitor.contract.alerts import Severity
 
 
 class JsonlAlertSink:
-    """Appends each alert as one line; flushed (and fsynced for files) before acknowledging."""
+    """Writes each alert as one line; flushed (and fsynced for files) before acknowledging."""
 
-    def __init__(self, path: str = "-", min_severity: str = "low", name: str = "jsonl") -> None:
+    def __init__(self, path: str = "-", min_severity: str = "low", name: str = "jsonl", append: bool = True) -> None:
         self.name = name
         self.path = path
+        self.append = append  # False: a file of an earlier run is replaced (replay)
         self.min_severity = min_severity
         self._encode = msgspec.json.Encoder().encode
         self._out: IO[bytes] | None = None
 
     async def start(self) -> None:
-        self._out = sys.stdout.buffer if self.path == "-" else open(self.path, "ab")
+        self._out = sys.stdout.buffer if self.path == "-" else open(self.path, "ab" if self.append else "wb")
 
     async def write(self, findings: Findings) -> None:
         alerts = at_least(findings.alerts, self.min_severity)

@@ -30,7 +30,7 @@ def test_malformed_lines_and_duplicates_are_counted_never_fatal(tmp_path):
         json.dumps({"event_id": "x" * 129, "type": "logout", "ts": "2026-03-02T08:00:00Z", "account_id": "a",
                     "session_id": "s"}),
         good[2], good[2], good[3], good[2],  # the second login redelivered three times
-        "",
+        "",  # a blank line: counted as `empty`, not skipped silently
     ]
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(lines) + "\n")
@@ -38,12 +38,12 @@ def test_malformed_lines_and_duplicates_are_counted_never_fatal(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stderr.strip().splitlines()[-1])
     assert summary["invalid"] == {"not_json": 1, "not_object": 1, "unknown_type": 1, "bad_timestamp": 1,
-                                  "bad_ip": 1, "missing_field": 1, "oversized_field": 1}
+                                  "bad_ip": 1, "missing_field": 1, "oversized_field": 1, "empty": 1}
     assert summary["outcomes"] == {"processed": 4, "duplicate": 2}
     alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [a["detector"] for a in alerts] == ["simultaneous_logins"]
     dead = [json.loads(line) for line in (tmp_path / "events.jsonl.dead-letters.jsonl").read_text().splitlines()]
-    assert [d["offset"] for d in dead] == [3, 4, 5, 6, 7, 8, 9]  # line numbers, for a person to look up
+    assert [d["offset"] for d in dead] == [3, 4, 5, 6, 7, 8, 9, 14]  # line numbers, for a person to look up
     assert dead[0]["raw"] == "this is not json"
 
 

@@ -50,6 +50,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "or dead-letters.jsonl for stdin)",
     )
     parser.add_argument(
+        "--append",
+        action="store_true",
+        help="append to the --alerts-out, --dead-letters and --actions-out files "
+        "(default: a file of an earlier run is replaced)",
+    )
+    parser.add_argument(
         "--accounts",
         metavar="ROSTER.csv",
         help="import this roster into the replay's in-memory account registry first, so accounts "
@@ -119,11 +125,11 @@ async def replay(args: argparse.Namespace) -> int:
     dead_letter_path = args.dead_letters or (
         "dead-letters.jsonl" if args.events == "-" else f"{args.events}.dead-letters.jsonl"
     )
-    alerts_sink = JsonlAlertSink(args.alerts_out)
-    dead_letters = FileDeadLetters(dead_letter_path)
+    alerts_sink = JsonlAlertSink(args.alerts_out, append=args.append)
+    dead_letters = FileDeadLetters(dead_letter_path, append=args.append)
     sinks: list = [alerts_sink, dead_letters]
     if args.actions_out:
-        sinks.append(FileActions(args.actions_out))
+        sinks.append(FileActions(args.actions_out, append=args.append))
     if args.sinks:
         from monitor.service.app import build_publishers
         from sinks.outbound import DirectAlertSink

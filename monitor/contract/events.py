@@ -45,6 +45,12 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "session_expired": ("session_id",),
 }
 
+# The free-text fields (not the Literals): none may hold a control character (`monitor.decode`).
+TEXT_FIELDS: tuple[str, ...] = (
+    "event_id", "account_id", "session_id", "ip", "resource", "role", "user_agent",
+    "device_id", "school_id", "pupil_id", "reason", "actor",
+)
+
 
 class PortalEvent(msgspec.Struct, gc=False):
     """One record of the portal's audit log, as the portal produced it.
@@ -76,6 +82,11 @@ class PortalEvent(msgspec.Struct, gc=False):
 REJECTION_REASONS: tuple[str, ...] = (
     "not_json",
     "not_object",
+    "empty",
+    "too_deep",
+    "bad_utf8",
+    "duplicate_key",
+    "control_character",
     "unknown_type",
     "missing_field",
     "oversized_field",

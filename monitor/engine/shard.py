@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from datetime import datetime
 from collections import deque
 from typing import Any, Iterable, Sequence
 
@@ -22,8 +23,8 @@ import msgspec
 from detectors.base import IP_CHANGED, Detector
 from monitor.contract.accounts import STATUS_EVENTS, AccountActivity, DormancyMark, StatusChange
 from monitor.contract.alerts import Alert
-from monitor.engine.findings import NO_WATERMARK, DeadLetter, FlaggedSession, Findings, ViewedItemRecord
-from monitor.ingest.decode import EventDecoder, Rejection
+from monitor.engine.findings import NO_WATERMARK, FlaggedSession, Findings, ViewedItemRecord, dead_letter
+from monitor.ingest.decode import EARLIEST_EVENT_TIME, EventDecoder, Rejection
 from monitor.contract.events import EVENT_TYPES, PORTAL_LABELS, PortalEvent
 from monitor.state.sessions import AccountState, Session, SessionTable
 from monitor.contract.settings import Section
@@ -448,13 +449,9 @@ class Shard:
             )
         flagged.alert_ids.extend(alert_ids)
 
-    def _reject(self, rejection: Rejection, offset: int, raw: bytes | str) -> None:
+    def _reject(self, rejection: Rejection, offset: int, raw: bytes | str | None) -> None:
         self.rejections[rejection.reason] = self.rejections.get(rejection.reason, 0) + 1
-        text = raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
-        text = text.rstrip("\r\n")
-        self._findings.dead_letters.append(
-            DeadLetter(reason=rejection.reason, detail=rejection.detail, partition=self.partition, offset=offset, raw=text)
-        )
+        self._findings.dead_letters.append(dead_letter(rejection, self.partition, offset, raw))
 
 
 class EngineSettings(Section):
@@ -466,3 +463,10 @@ class EngineSettings(Section):
     max_clock_skew: Seconds = Seconds(300)
     """Events stamped further ahead of the wall clock are dead letters (`future_timestamp`):
     one producer with a wrong clock must not fast-forward event time for every account."""
+    earliest_event_time: datetime = EARLIEST_EVENT_TIME
+    """Events stamped before this are dead letters (`bad_timestamp`): a portal's audit log
+    holds nothing older, and a year-1 or pre-1970 time is a broken clock or a forgery."""
+
+    def __post_init__(self) -> None:
+        if self.earliest_event_time.tzinfo is None:
+            raise ValueError("engine.earliest_event_time: write the time with an offset or Z")

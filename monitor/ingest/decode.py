@@ -2,17 +2,52 @@
 
 A record that breaks the contract is never dropped silently and never stops the service: it
 becomes a `Rejection` naming one of a fixed set of reasons (a bounded metric label) and is
-sent on to the dead letters with the raw bytes.
+sent on to the dead letters with the raw bytes. No exception escapes `EventDecoder.decode`.
+
+Beyond what the `PortalEvent` Struct checks (types, lengths), a record is refused when it
+holds something a later stage could not keep or would read differently from the portal:
+
+- `empty`: a Kafka record with a null value, or a blank line in a file;
+- `too_deep`: nested deeper than `MAX_DEPTH` (unknown fields included): msgspec would
+  otherwise raise `RecursionError` near 1,000 levels;
+- `bad_utf8`: invalid UTF-8 anywhere, member names included;
+- `duplicate_key`: a member name given twice in the event object (which value counts would
+  differ between readers);
+- `control_character`: NUL (PostgreSQL text cannot hold it), another C0 control, DEL or a C1
+  control in a text field;
+- `bad_ip`: not an IPv4/IPv6 address, or one with a zone id (`fe80::1%eth0`);
+- `bad_timestamp`: a `ts` before the plausible range (`engine.earliest_event_time`,
+  2000-01-01 by default).
+
+The checks cost next to nothing for an ordinary record: they run in full only for records
+with an escape (`\\`), a non-ASCII byte, DEL, more than a few brackets, or more quotes than its
+known fields account for (an unknown member, an explicit null, or a duplicate).
 """
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import datetime, timezone
+
 import msgspec
 
-from monitor.contract.events import REJECTION_REASONS, REQUIRED_FIELDS, PortalEvent
+from monitor.contract.events import REJECTION_REASONS, REQUIRED_FIELDS, TEXT_FIELDS, PortalEvent
 from monitor.places.networks import NetworkMap
 
-# Every reason a record can be rejected for. Metrics are pre-initialised from this tuple.
+
+MAX_DEPTH = 32
+"""Deepest nesting of arrays and objects a record may have, the event object being level 1."""
+
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+"""Default start of the plausible time range (`engine.earliest_event_time`)."""
+
+# C0 controls, DEL and C1 controls: what a text field may not hold.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# A JSON string, or one structural bracket: enough to measure nesting outside strings.
+_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_OPEN = frozenset(b"[{")
+_DETAIL_LIMIT = 1024
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -22,11 +57,15 @@ class Rejection(msgspec.Struct, frozen=True):
     detail: str
 
 
+class _Duplicate(Exception):
+    pass
+
+
 def classify(error: msgspec.MsgspecError) -> str:
     """Map a msgspec error to one of `REJECTION_REASONS`."""
-    if isinstance(error, msgspec.DecodeError) and not isinstance(error, msgspec.ValidationError):
-        return "not_json"
     message = str(error)
+    if isinstance(error, msgspec.DecodeError) and not isinstance(error, msgspec.ValidationError):
+        return "bad_utf8" if "UTF-8" in message else "not_json"
     if message.startswith("Expected `object`") and " - at `" not in message:
         return "not_object"
     if message.startswith("Object missing required field"):
@@ -40,19 +79,103 @@ def classify(error: msgspec.MsgspecError) -> str:
     return "bad_field"
 
 
+def nesting_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in `raw` (valid JSON), strings skipped."""
+    depth = deepest = 0
+    for match in _STRING_OR_BRACKET.finditer(raw):
+        token = match.group()
+        if len(token) != 1:
+            continue
+        if token[0] in _OPEN:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        else:
+            depth -= 1
+    return deepest
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        seen = set()
+        for name in names:
+            if name in seen:
+                raise _Duplicate(name)
+            seen.add(name)
+    return dict(pairs)
+
+
+def duplicate_member(raw: bytes) -> str | None:
+    """A member name given twice in one object of `raw` (valid JSON), or None."""
+    try:
+        json.loads(raw, object_pairs_hook=_no_duplicates)
+    except _Duplicate as duplicate:
+        return str(duplicate.args[0])
+    except ValueError:  # what msgspec accepted and `json` does not is not a duplicate
+        return None
+    return None
+
+
 class EventDecoder:
     """Decodes one record at a time; the caller loops over a batch."""
 
-    def __init__(self, networks: NetworkMap) -> None:
+    def __init__(self, networks: NetworkMap, earliest: datetime = EARLIEST_EVENT_TIME) -> None:
         self._decode = msgspec.json.Decoder(PortalEvent).decode
         self._lookup = networks.lookup
         self._known_ips = networks.known  # the map's cache: an address seen before is valid or not already
+        self.earliest = earliest
+        self._earliest_at = earliest.timestamp()
 
-    def decode(self, raw: bytes | str) -> PortalEvent | Rejection:
+    def decode(self, raw: bytes | str | None) -> PortalEvent | Rejection:
+        try:
+            return self._checked(raw)
+        except Exception as error:  # never let one record stop the partition
+            return Rejection("processing_error", f"decode failed: {type(error).__name__}: {error}"[:_DETAIL_LIMIT])
+
+    def _checked(self, raw: bytes | str | None) -> PortalEvent | Rejection:
+        if raw is None:
+            return Rejection("empty", "a record with no value (a Kafka tombstone)")
+        if type(raw) is str:
+            raw = raw.encode("utf-8", "surrogatepass")
         try:
             event = self._decode(raw)
         except msgspec.MsgspecError as error:
-            return Rejection(classify(error), str(error))
+            if not raw.strip():
+                return Rejection("empty", "a blank record")
+            return Rejection(classify(error), str(error)[:_DETAIL_LIMIT])
+        except RecursionError:
+            return Rejection("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+        # -- what the Struct cannot see: cheap tests first, the full check only when needed
+        escaped = b"\\" in raw
+        if not raw.isascii():
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return Rejection("bad_utf8", f"invalid UTF-8 at byte {error.start}")
+            escaped = True  # a raw C1 control (U+0080-U+009F) is possible
+        if escaped or b"\x7f" in raw:
+            for name in TEXT_FIELDS:
+                value = getattr(event, name)
+                if value is not None and _CONTROL.search(value) is not None:
+                    return Rejection("control_character", f"`{name}` holds a control character (NUL, C0, DEL or C1)")
+        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and nesting_depth(raw) > MAX_DEPTH:
+            return Rejection("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+        # Every known, non-null member accounts for four quotes (name and string value). More
+        # quotes mean unknown members, nulls or a duplicate: look closer. Without an escape, a
+        # quote is always a string delimiter.
+        fields = msgspec.structs.astuple(event)
+        present = len(fields) - 1 - fields.count(None)  # `at` is not from the input
+        quotes = raw.count(b'"')
+        if escaped or not (
+            quotes == 4 * present
+            and (event.action != "view" or b'"action":' in raw)
+            or quotes == 4 * (present - 1) and event.action == "view"
+        ):
+            name = duplicate_member(raw)
+            if name is not None:
+                return Rejection("duplicate_key", f"member {name[:64]!r} is given twice")
+        # -- the contract's per-type rules
         required = REQUIRED_FIELDS.get(event.type)
         if required is not None:
             for name in required:
@@ -62,6 +185,9 @@ class EventDecoder:
         if ip is not None:
             info = self._known_ips.get(ip, False)
             if info is None or (info is False and self._lookup(ip) is None):
-                return Rejection("bad_ip", f"not an IPv4 or IPv6 address: {ip[:64]!r}")
-        event.at = event.ts.timestamp()
+                return Rejection("bad_ip", f"not an IPv4 or IPv6 address without zone id: {ip[:64]!r}")
+        at = event.ts.timestamp()
+        if at < self._earliest_at:
+            return Rejection("bad_timestamp", f"ts {event.ts.isoformat()} is before {self.earliest.date().isoformat()}")
+        event.at = at
         return event

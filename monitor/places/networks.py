@@ -67,6 +67,8 @@ class NetworkMap:
             address = ipaddress.ip_address(ip)
         except ValueError:
             return None
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            return None  # a zone id (`fe80::1%eth0`) names a link of the portal's host, not a place
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         prefix = 24 if address.version == 4 else 64

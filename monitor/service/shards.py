@@ -43,7 +43,7 @@ def build_shard(
     dormancy = detectors.dormant_account.enabled or detectors.dormant_account_login.enabled
     return Shard(
         partition,
-        decoder=EventDecoder(networks),
+        decoder=EventDecoder(networks, settings.engine.earliest_event_time),
         sessions=sessions,
         detectors=build_detectors(settings.detectors, context),
         allowed_lateness=settings.engine.allowed_lateness,

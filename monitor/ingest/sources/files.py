@@ -32,8 +32,9 @@ class JsonlEventFile:
                 if not lines:
                     break
                 self.bytes_read += sum(map(len, lines))
-                # blank lines are skipped but keep their number, so offsets stay line numbers
-                pending.extend((n, line) for n, line in enumerate(lines, number + 1) if not line.isspace())
+                # every line keeps its number, so offsets stay line numbers; a blank one is
+                # rejected as `empty` by the decoder, so it is counted, not skipped silently
+                pending.extend(enumerate(lines, number + 1))
                 number += len(lines)
                 while len(pending) >= self.batch_lines:
                     yield pending[: self.batch_lines]

@@ -68,10 +68,8 @@ class KafkaEventSource:
         fetched = await self.consumer.getmany(
             timeout_ms=int(self.source.poll_timeout * 1000), max_records=self.source.batch_max_records
         )
-        return {
-            tp.partition: [(record.offset, record.value) for record in records if record.value is not None]
-            for tp, records in fetched.items()
-        }
+        # A record with a null value (a tombstone) is kept: the shard counts it (`empty`).
+        return {tp.partition: [(record.offset, record.value) for record in records] for tp, records in fetched.items()}
 
     def seek(self, partition: int, offset: int) -> None:
         self.consumer.seek(TopicPartition(self.source.topic, partition), offset)
