@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 
-from monitor.service.config import load_settings
+from monitor.service.config import load_settings, secret_values
 from monitor.support.logging import configure_logging
 
 
@@ -35,7 +35,7 @@ async def repartition(args: argparse.Namespace) -> int:
     from monitor.ingest.repartition import Repartitioner
 
     settings = load_settings(args.config)
-    configure_logging(settings.logging.level, settings.logging.format)
+    configure_logging(settings.logging.level, settings.logging.format, secrets=secret_values(settings))
     relay = Repartitioner(settings.kafka, settings.source, args.raw_topic, args.group_id, settings.source.batch_max_records)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

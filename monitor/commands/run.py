@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from monitor.service.config import load_settings
+from monitor.service.config import load_settings, secret_values
 from monitor.support.logging import configure_logging
 from monitor.service.runtime import tune_garbage_collector
 
@@ -29,7 +29,7 @@ async def run(args: argparse.Namespace) -> int:
     from monitor.service.app import build_service
 
     settings = load_settings(args.config)
-    configure_logging(settings.logging.level, settings.logging.format)
+    configure_logging(settings.logging.level, settings.logging.format, secrets=secret_values(settings))
     service = build_service(settings)
     tune_garbage_collector()
     return await service.run()

@@ -60,6 +60,7 @@ class Delivery:
             metrics.add_sinks([ACCOUNT_REGISTRY])
         self.give_up = asyncio.Event()  # set when a shutdown deadline passes
         self.alerts_raised = 0
+        self.failing: set[str] = set()  # sinks (and the registry) whose last attempt failed, for /readyz
 
     async def start(self) -> None:
         for sink in self.sinks:
@@ -124,6 +125,7 @@ class Delivery:
         retried = self.metrics.sink_deliveries.labels(ACCOUNT_REGISTRY, "retried")
 
         def on_failure(_error: Exception) -> None:
+            self.failing.add(ACCOUNT_REGISTRY)
             failed.inc()
             if not self.give_up.is_set():
                 retried.inc()
@@ -133,6 +135,7 @@ class Delivery:
             give_up=self.give_up.is_set, wait=lambda delay: self._pause(delay, keepalive),
             on_failure=on_failure, step=getattr(step, "__name__", "step"),
         )
+        self.failing.discard(ACCOUNT_REGISTRY)
         if count:
             self.metrics.sink_deliveries.labels(ACCOUNT_REGISTRY, "delivered").inc()
         return result
@@ -181,8 +184,10 @@ class Delivery:
             await sink.write(findings)
         except Exception as error:  # a sink's failure must not stop the others
             self.metrics.sink_deliveries.labels(sink.name, "failed").inc()
+            self.failing.add(sink.name)
             log.warning("sink write failed", sink=sink.name, error=f"{type(error).__name__}: {error}")
             return False
+        self.failing.discard(sink.name)
         self.metrics.sink_deliveries.labels(sink.name, "delivered").inc()
         self.metrics.sink_seconds.labels(sink.name).observe(time.perf_counter() - started)
         return True

@@ -29,6 +29,16 @@ SESSION_FILTERS = {"since", "until", "account", "alert", "limit", "flagged"}
 _encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
+def _check_text(name: str, value: str) -> None:
+    """A text parameter the store can hold: no NUL (PostgreSQL text cannot), valid UTF-8."""
+    if "\x00" in value:
+        raise ValueError(f"{name}: must not contain NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeError:
+        raise ValueError(f"{name}: not valid UTF-8") from None
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encode(data), status=status, content_type="application/json")
 
@@ -67,11 +77,17 @@ class ResponderApi:
     # -- auth and errors -------------------------------------------------------------------------
 
     def authorised(self, request: web.Request) -> bool:
+        """Whether the request presents the token. Never raises and never logs what was presented:
+        a header with bytes that are not UTF-8 is simply not the token."""
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented:
             return False
-        return hmac.compare_digest(presented.strip().encode(), self._token)
+        try:
+            candidate = presented.strip().encode("utf-8", "surrogateescape")
+        except UnicodeError:
+            return False
+        return hmac.compare_digest(candidate, self._token)
 
     def _guarded(self, handler: Callable[[web.Request], Awaitable[web.Response]]):
         async def guarded(request: web.Request) -> web.Response:
@@ -81,6 +97,8 @@ class ResponderApi:
             if pool is None:
                 return error(503, "store not connected yet")
             try:
+                for name, value in (*request.query.items(), *request.match_info.items()):
+                    _check_text(name, value)
                 return await handler(request)
             except ValueError as problem:
                 return error(400, str(problem))
@@ -90,9 +108,15 @@ class ResponderApi:
                 return error(409, str(problem))
             except (OSError, ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as problem:
                 return error(503, f"store not reachable: {type(problem).__name__}")
+            except (asyncpg.DataError, asyncpg.ProgramLimitExceededError) as problem:
+                # a value the store cannot take (out of range, too long): the client's to fix
+                return error(400, f"a value is out of the store's range ({type(problem).__name__})")
             except asyncpg.PostgresError as problem:
-                log.warning("api query failed", route=request.path, error=type(problem).__name__)
+                log.warning("api query failed", route=request.rel_url.path, error=type(problem).__name__)
                 return error(500, "store error")
+            except Exception as problem:  # a bug: say so without echoing the request (it may hold secrets)
+                log.error("api handler failed", route=request.rel_url.path, error=type(problem).__name__)
+                return error(500, "internal error")
 
         return guarded
 
@@ -120,6 +144,7 @@ class ResponderApi:
         actor = body.get("actor") or request.headers.get("X-Portal-Monitor-Actor") or "api"
         if not isinstance(actor, str) or len(actor) > 200:
             raise ValueError("actor: a name of at most 200 characters")
+        _check_text("actor", actor)
         return actor
 
     @staticmethod
@@ -129,6 +154,7 @@ class ResponderApi:
             return default
         if not isinstance(value, str) or len(value) > 10_000:
             raise ValueError(f"{key}: text of at most 10000 characters")
+        _check_text(key, value)
         return value
 
     # -- alerts ------------------------------------------------------------------------------------
@@ -172,8 +198,13 @@ class ResponderApi:
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         q = self._query(request, SESSION_FILTERS)
-        if q.get("flagged", "true") not in ("true", "1"):
-            raise ValueError("flagged: only flagged sessions are stored; leave it out or give true")
+        flagged = q.get("flagged", "true")
+        if flagged not in ("true", "1", "false", "0"):
+            raise ValueError("flagged: true or false")
+        responder.parse_time(q.get("since")), responder.parse_time(q.get("until"))  # checked either way
+        responder.check_limit(q.get("limit"), self.max_limit)
+        if flagged in ("false", "0"):
+            return json_response({"sessions": []})  # only flagged sessions are stored
         rows = await responder.list_sessions(
             self._pool(),
             since=responder.parse_time(q.get("since")),
@@ -260,6 +291,7 @@ def openapi_document() -> dict:
         "properties": {"note": {"type": "string"}, "actor": {"type": "string", "description": "who acts (default: the X-Portal-Monitor-Actor header, else 'api')"}},
     }
     timestamp = {"type": "string", "format": "date-time"}
+    optional_time = {"type": "string", "format": "date-time", "nullable": True}  # null until it happened
     return {
         "openapi": "3.0.3",
         "info": {
@@ -368,7 +400,7 @@ def openapi_document() -> dict:
                         "severity": {"type": "string", "enum": list(SEVERITIES)}, "account_id": {"type": "string"},
                         "portal": {"type": "string", "nullable": True},
                         "status": {"type": "string", "enum": list(responder.STATUSES)},
-                        "verdict": {"type": "string", "nullable": True, "enum": list(responder.VERDICTS)},
+                        "verdict": {"type": "string", "nullable": True, "enum": [*responder.VERDICTS, None]},
                         "repeat_count": {"type": "integer"}, "last_seen": timestamp, "summary": {"type": "string"},
                     },
                 },
@@ -379,9 +411,12 @@ def openapi_document() -> dict:
                         {"type": "object", "properties": {
                             "detected_at": timestamp, "session_ids": {"type": "array", "items": {"type": "string"}},
                             "evidence": {"type": "object"}, "policy": {"type": "string"},
-                            "acknowledged_at": timestamp, "acknowledged_by": {"type": "string", "nullable": True},
-                            "resolved_at": timestamp, "resolved_by": {"type": "string", "nullable": True},
-                            "actions": {"type": "array", "items": {"type": "object"}},
+                            "acknowledged_at": optional_time, "acknowledged_by": {"type": "string", "nullable": True},
+                            "resolved_at": optional_time, "resolved_by": {"type": "string", "nullable": True},
+                            "actions": {"type": "array", "items": {"type": "object", "properties": {
+                                "at": timestamp, "actor": {"type": "string"}, "action": {"type": "string"},
+                                "verdict": {"type": "string", "nullable": True}, "note": {"type": "string", "nullable": True},
+                            }}},
                             "repeats": {"type": "array", "items": {"type": "object"}},
                             "deliveries": {"type": "array", "items": {"type": "object"}},
                         }},
@@ -391,7 +426,7 @@ def openapi_document() -> dict:
                     "type": "object",
                     "properties": {
                         "session_id": {"type": "string"}, "account_id": {"type": "string"}, "portal": {"type": "string", "nullable": True},
-                        "opened_at": timestamp, "last_activity": timestamp, "closed_at": timestamp,
+                        "opened_at": timestamp, "last_activity": timestamp, "closed_at": optional_time,
                         "close_reason": {"type": "string", "nullable": True}, "ip": {"type": "string", "nullable": True},
                         "last_ip": {"type": "string", "nullable": True}, "page_views": {"type": "integer"},
                         "alert_ids": {"type": "array", "items": {"type": "string"}},

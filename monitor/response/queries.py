@@ -47,14 +47,20 @@ def parse_time(text: str | None, now: datetime | None = None) -> datetime | None
     if text is None or text == "":
         return None
     now = now or datetime.now(timezone.utc)
+    shown = text[:64]
     match = _DURATION.match(text.strip())
     if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        try:
+            return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        except (OverflowError, ValueError):
+            raise ValueError(f"not a time: {shown!r} is further back than the calendar goes") from None
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not a time: {text!r} (write e.g. 2026-03-02T08:00:00Z, 2026-03-02 or 24h)") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        value.timestamp()  # the store's range: year 1 to 9999 in UTC
+    except (OverflowError, ValueError):
+        raise ValueError(f"not a time: {shown!r} (write e.g. 2026-03-02T08:00:00Z, 2026-03-02 or 24h)") from None
+    return value
 
 
 def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | None:

@@ -39,7 +39,8 @@ from monitor.places.risky import RiskyListSettings
 from monitor.places.shared_networks import SharedNetworkSettings
 from monitor.response import ApiSettings
 from monitor.state.sessions import SessionSettings
-from monitor.store import PostgresSettings, redact_dsn
+from monitor.store import PostgresSettings
+from monitor.support.redaction import redact_url, url_secrets
 from monitor.store.retention import RetentionSettings
 from sinks.actions import ActionsSinkSettings
 from sinks.alertmanager import AlertmanagerSinkSettings
@@ -67,6 +68,9 @@ class ServiceSettings(Section):
     shutdown_timeout: Seconds = Seconds(20)
     """After SIGTERM, how long to keep trying to deliver the batch in hand before exiting
     without committing it (it is read again on restart, so nothing is lost)."""
+    stall_after: Seconds = Seconds(60)
+    """`/readyz` answers 503 ("stalled") while a batch's delivery has waited this long for a
+    sink or the account registry: the daemon is alive but not moving."""
 
 
 class LoggingSettings(Section):
@@ -223,16 +227,47 @@ def _explain(error: msgspec.ValidationError) -> str:
 
 
 def masked(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with every secret replaced by `***`."""
+    """The settings as plain data with every secret replaced by `***`: secret keys, and the
+    password and secret query parameters inside every DSN and URL."""
     tree = msgspec.to_builtins(settings, enc_hook=enc_hook)
 
     def mask(key: str, value: Any) -> Any:
         if isinstance(value, dict):
             return {k: mask(k, v) for k, v in value.items()}
-        if key == "dsn":
-            return redact_dsn(value)
+        if isinstance(value, list):
+            return [mask(key, v) for v in value]
         if value and any(s in key for s in SECRET_KEYS) and not key.endswith("_file"):
             return "***"
+        if isinstance(value, str) and "://" in value:
+            return redact_url(value)
         return value
 
     return mask("", tree)
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold (secret keys; passwords and tokens inside DSNs and URLs),
+    as given and URL-encoded: for the log redactor (`monitor.support.logging`)."""
+    from urllib.parse import quote, unquote
+
+    found: set[str] = set()
+
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(k, v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(key, v)
+        elif isinstance(value, str) and value:
+            if any(s in key for s in SECRET_KEYS) and not key.endswith("_file"):
+                found.add(value)
+            elif "://" in value:
+                found.update(url_secrets(value))
+
+    walk("", msgspec.to_builtins(settings, enc_hook=enc_hook))
+    values = set()
+    for secret in found:
+        if len(secret) >= 4:  # shorter would blank out ordinary words
+            values.update({secret, quote(secret, safe=""), unquote(secret)})
+    return sorted(values, key=len, reverse=True)

@@ -73,6 +73,7 @@ class Service:
         self._events_since_checkpoint = 0
         self._checkpointed_at: dict[int, float] = {}
         self._delivery: asyncio.Future[bool] | None = None  # the batch being delivered, beside the loop
+        self._delivery_started = 0.0  # time.monotonic() when it started
         # How long a rebalance waits for the delivery in flight before giving the partitions up
         # without a checkpoint: a healthy delivery takes milliseconds; a sink outage much longer.
         self.rebalance_wait = 5.0
@@ -85,7 +86,17 @@ class Service:
             return False, "starting: store and broker not connected yet"
         if not self.assigned:
             return False, "no partitions assigned yet"
+        stalled = self.stalled_for()
+        if stalled > self.settings.service.stall_after:
+            failing = ", ".join(sorted(self.delivery.failing)) or "none reported"
+            return False, f"stalled: a batch's delivery unacknowledged for {stalled:.0f} s (failing: {failing})"
         return True, f"{len(self.assigned)} partition(s) assigned"
+
+    def stalled_for(self) -> float:
+        """Seconds the delivery in flight has been waiting for its acknowledgements (0: none)."""
+        if self._delivery is None or self._delivery.done():
+            return 0.0
+        return time.monotonic() - self._delivery_started
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -226,6 +237,7 @@ class Service:
             if not await self._settle():
                 return
             self._delivery = asyncio.ensure_future(self._deliver(findings, clocks, offsets))
+            self._delivery_started = time.monotonic()
             self._in_hand = False
             if self._checkpoint_due():
                 if not await self._settle():

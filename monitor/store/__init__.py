@@ -7,6 +7,8 @@ from importlib import resources
 
 import asyncpg
 import structlog
+
+from monitor.support.redaction import redact_url
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
 
@@ -147,11 +149,5 @@ class PostgresSettings(Section):
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by `***`, fit for logs and `check-config`."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The DSN with any password (user info or `?password=`) replaced by `***`, fit for logs."""
+    return redact_url(dsn)

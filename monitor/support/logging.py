@@ -7,16 +7,54 @@ hot path logs per event; context (partition, batch size) is bound per batch.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from typing import Iterable
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> None:
-    """Configure structlog and the stdlib root logger (aiokafka, asyncpg, aiohttp) alike."""
+class Redacting:
+    """A renderer that replaces every known secret in the rendered line with `***`, whatever
+    logged it (our code, aiohttp, asyncpg, an exception's text)."""
+
+    def __init__(self, renderer, secrets: Iterable[str]) -> None:
+        self.renderer = renderer
+        forms = set()
+        for secret in secrets:
+            if secret:
+                forms.update({secret, json.dumps(secret)[1:-1]})  # as is, and as a JSON line escapes it
+        self.secrets = tuple(sorted(forms, key=len, reverse=True))
+
+    def __call__(self, logger, name, event_dict):
+        line = self.renderer(logger, name, event_dict)
+        for secret in self.secrets:
+            if secret in line:
+                line = line.replace(secret, "***")
+        return line
+
+
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs a malformed request (a control character in a header, say) as an error with
+    the offending header line, which can be a presented `Authorization` token. It is the
+    client's fault and answered 400: keep a one-line note, never the request's bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and type(error).__module__ == "aiohttp.http_exceptions":
+            record.msg, record.args = "malformed request refused: %s", (type(error).__name__,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream=None, secrets: Iterable[str] = ()) -> None:
+    """Configure structlog and the stdlib root logger (aiokafka, asyncpg, aiohttp) alike.
+
+    `secrets` (from `monitor.config.secret_values`) are masked in every line."""
     stream = stream or sys.stderr
     pretty = fmt == "console" or (fmt == "auto" and stream.isatty())
     shared = [
@@ -25,6 +63,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer = structlog.dev.ConsoleRenderer() if pretty else structlog.processors.JSONRenderer()
+    secrets = tuple(secrets)
+    if secrets:
+        renderer = Redacting(renderer, secrets)
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), structlog.processors.format_exc_info, renderer]
         if not pretty
@@ -43,5 +84,6 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(LEVELS[level], logging.INFO))
+    logging.getLogger("aiohttp.server").filters[:] = [ClientErrorFilter()]
     # aiokafka is chatty at INFO about group coordination; keep its warnings.
     logging.getLogger("aiokafka").setLevel(max(LEVELS[level], logging.WARNING))
