@@ -28,6 +28,9 @@ async def test_raw_topic_is_rekeyed_by_account(kafka_broker):
         sent.append(raw)
         await producer.send_and_wait("portal.raw", raw, partition=n % 3)  # round robin, not by account
     await producer.send_and_wait("portal.raw", b'{"type": "page_view"}', partition=0)
+    # poison that stopped the relay for good (issue 13): msgspec's RecursionError, a tombstone
+    await producer.send_and_wait("portal.raw", b'{"account_id":"a","x":' + b"[" * 1000 + b"]" * 1000 + b"}", partition=1)
+    await producer.send_and_wait("portal.raw", None, key=b"gone", partition=2)
     await producer.stop()
 
     env = dict(os.environ, PORTAL_MONITOR_KAFKA__BOOTSTRAP_SERVERS=kafka_broker.bootstrap,
@@ -35,7 +38,7 @@ async def test_raw_topic_is_rekeyed_by_account(kafka_broker):
     done = subprocess.run([sys.executable, "-m", "monitor", "repartition", "portal.raw", "--until-caught-up"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "relayed 300 records" in done.stderr and "1 to portal.events.dlq" in done.stderr
+    assert "relayed 300 records" in done.stderr and "3 to portal.events.dlq" in done.stderr
 
     consumer = AIOKafkaConsumer("portal.events", bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest")
     await consumer.start()

@@ -7,13 +7,13 @@ session's timeline), so they live at the top of the engine rather than in `monit
 
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple
 
 import msgspec
 
 from monitor.contract.accounts import AccountActivity, DormancyMark, StatusChange
 from monitor.contract.alerts import Alert
+from monitor.ingest.decode import Rejection, bounded_raw
 from monitor.state.sessions import Session
 
 NO_WATERMARK = float("-inf")
@@ -28,15 +28,10 @@ class ShardClock(NamedTuple):
     watermark: float
 
 
-DEAD_LETTER_RAW_LIMIT = 64 * 1024
-"""Bytes of a rejected record kept in its dead letter. Encoded as JSON a byte takes at most 6
-(`\\u0001`), so a dead letter stays well under a broker's default 1 MB message limit."""
-
-
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A rejected record, with where it came from and why, kept for inspection.
 
-    A record longer than `DEAD_LETTER_RAW_LIMIT` bytes is cut to that many; then
+    A record longer than `monitor.ingest.decode.DEAD_LETTER_RAW_LIMIT` bytes (64 KiB) is cut; then
     `raw_length` is its length in bytes and `raw_sha256` the hex SHA-256 of all its bytes,
     so the original can be found in the source and checked.
     """
@@ -50,21 +45,13 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     raw_sha256: str | None = None
 
 
-def dead_letter(rejection, partition: int, offset: int, raw: bytes | str | None) -> DeadLetter:
-    """The dead letter of one rejected record (a `monitor.ingest.decode.Rejection`), its raw
-    text cut to `DEAD_LETTER_RAW_LIMIT`."""
-    if raw is None:
-        raw = b""
-    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
-    letter = DeadLetter(
-        reason=rejection.reason, detail=rejection.detail[:1024], partition=partition, offset=offset, raw=""
+def dead_letter(rejection: Rejection, partition: int, offset: int, raw: bytes | str | None) -> DeadLetter:
+    """The dead letter of one rejected record, its raw text cut to `DEAD_LETTER_RAW_LIMIT`."""
+    text, length, digest = bounded_raw(raw)
+    return DeadLetter(
+        reason=rejection.reason, detail=rejection.detail[:1024], partition=partition, offset=offset, raw=text,
+        raw_length=length, raw_sha256=digest,
     )
-    if len(data) > DEAD_LETTER_RAW_LIMIT:
-        letter.raw_length = len(data)
-        letter.raw_sha256 = hashlib.sha256(data).hexdigest()
-        data = data[:DEAD_LETTER_RAW_LIMIT]
-    letter.raw = data.decode("utf-8", "backslashreplace").rstrip("\r\n")
-    return letter
 
 
 class FlaggedSession(msgspec.Struct, kw_only=True):

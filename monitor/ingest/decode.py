@@ -26,6 +26,7 @@ known fields account for (an unknown member, an explicit null, or a duplicate).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import datetime, timezone
@@ -48,6 +49,25 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _OPEN = frozenset(b"[{")
 _DETAIL_LIMIT = 1024
+
+
+DEAD_LETTER_RAW_LIMIT = 64 * 1024
+"""Bytes of a rejected record kept in its dead letter. Encoded as JSON a byte takes at most 6
+(`\\u0001`), so a dead letter stays well under a broker's default 1 MB message limit."""
+
+
+def bounded_raw(raw: bytes | str | None, limit: int = DEAD_LETTER_RAW_LIMIT) -> tuple[str, int | None, str | None]:
+    """A rejected record as a dead letter keeps it: (text, length, sha256). A record longer than
+    `limit` bytes is cut to that many; then `length` is its whole length in bytes and `sha256`
+    the hex SHA-256 of all of it (else both None). Never raises."""
+    if raw is None:
+        raw = b""
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    length = digest = None
+    if len(data) > limit:
+        length, digest = len(data), hashlib.sha256(data).hexdigest()
+        data = data[:limit]
+    return data.decode("utf-8", "backslashreplace").rstrip("\r\n"), length, digest
 
 
 class Rejection(msgspec.Struct, frozen=True):

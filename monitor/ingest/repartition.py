@@ -19,7 +19,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from monitor.ingest.decode import classify
+from monitor.ingest.decode import bounded_raw, classify
 from monitor.support.retry import Backoff, retrying
 from monitor.ingest.kafka_client import KafkaSettings, SourceSettings, client_options
 
@@ -99,16 +99,25 @@ class Repartitioner:
         for tp, records in fetched.items():
             for record in records:
                 try:
+                    if not record.value or not record.value.strip():
+                        raise ValueError("a record with no value or a blank one")
                     account_id = self._decode(record.value).account_id
-                except msgspec.MsgspecError as error:
+                except (msgspec.MsgspecError, RecursionError, ValueError) as error:
+                    if isinstance(error, msgspec.MsgspecError):
+                        reason = classify(error)
+                    else:
+                        reason = "too_deep" if isinstance(error, RecursionError) else "empty"
+                    raw, length, digest = bounded_raw(record.value)
                     letter = {
-                        "reason": classify(error) if record.value else "not_json",
-                        "detail": str(error),
+                        "reason": reason,
+                        "detail": str(error)[:1024],
                         "topic": tp.topic,
                         "partition": tp.partition,
                         "offset": record.offset,
-                        "raw": (record.value or b"").decode("utf-8", "backslashreplace"),
+                        "raw": raw,
                     }
+                    if length is not None:
+                        letter.update(raw_length=length, raw_sha256=digest)
                     deliveries.append(await self.producer.send(self.dead_letter_topic, self._encode(letter)))
                     self.stats.dead_letters += 1
                     continue
