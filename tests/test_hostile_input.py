@@ -63,6 +63,8 @@ REFUSED = [
     (record(b' ,  "account_id" : "staff-2"'), "duplicate_key"),
     (b'{"event_id":"e1","type":"page_view","ts":"2026-03-02T08:00:00Z","account_id":"a","session_id":"s",'
      b'"resource":"/r","resource":"/q"}', "duplicate_key"),
+    (b'{"event_id":"e1","type":"page_view","ts":"2026-03-02T08:00:00Z","account_id":"a","session_id":"s",'
+     b'"resource":"/r","action":"view","action":"export"}', "duplicate_key"),
     (record().replace(b"81.2.69.10", b"2c0f:f5c0::1%x"), "bad_ip"),
     (record().replace(b"81.2.69.10", b"fe80::1%25eth0"), "bad_ip"),
     (record().replace(b"2026-03-02", b"0001-01-01"), "bad_timestamp"),
@@ -86,6 +88,8 @@ ACCEPTED = [
     b'"resource":"/r","action":"view"}',
     b'{"event_id":"e1","type":"page_view","ts":"2026-03-02T08:00:00Z","account_id":"a","session_id":"s",'
     b'"resource":"/r","x":"action"}',
+    b'{"event_id":"e1","type":"page_view","ts":"2026-03-02T08:00:00Z","account_id":"a","session_id":"s",'
+    b'"resource":"/r","action":null}',  # an explicit null: the default, as for every optional field
     record().replace(b"2026-03-02", b"2000-01-01"),
     '{"event_id":"e1","type":"login_failed","ts":"2026-03-02T08:00:00Z","account_id":"a","ip":"1.2.3.4"}',  # str
 ]
@@ -114,6 +118,7 @@ def test_refused_with_its_reason(decoder, raw, reason):
 def test_hard_negatives_are_accepted(decoder, raw):
     outcome = decoder.decode(raw)
     assert type(outcome) is PortalEvent, outcome
+    assert outcome.action in ("view", "download", "print", "export")
 
 
 def test_every_reason_is_counted_from_zero():

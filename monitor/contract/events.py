@@ -56,7 +56,9 @@ class PortalEvent(msgspec.Struct, gc=False):
     """One record of the portal's audit log, as the portal produced it.
 
     `at` is the event time as Unix seconds. It is never read from the input: the decoder
-    sets it from `ts` so the hot path compares floats, not datetimes.
+    sets it from `ts` so the hot path compares floats, not datetimes. `action` is None only
+    between msgspec and the decoder, which sets the default, `view` (so that it can tell an
+    explicit `action` from an absent one when it counts the members, `monitor.ingest.decode`).
     """
 
     event_id: EventId
@@ -72,7 +74,7 @@ class PortalEvent(msgspec.Struct, gc=False):
     device_id: ShortText | None = None
     school_id: ShortText | None = None
     pupil_id: ShortText | None = None
-    action: PageAction = "view"
+    action: PageAction | None = None
     reason: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
     actor: ShortText | None = None
     at: float = msgspec.field(default=0.0, name="__portal_monitor_at")

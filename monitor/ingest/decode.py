@@ -185,18 +185,17 @@ class EventDecoder:
         # Every known, non-null member accounts for four quotes (name and string value); without
         # an escape a quote is always a string delimiter. Exactly that many quotes: no unknown
         # member (so no nesting either: known fields are scalars), no null, no duplicate. More:
-        # look closer. `action` has a default, so it may or may not be among them.
+        # look closer.
         e = event
         known = 16 + 4 * (
             (e.session_id is not None) + (e.ip is not None) + (e.resource is not None) + (e.portal is not None)
             + (e.role is not None) + (e.user_agent is not None) + (e.device_id is not None)
-            + (e.school_id is not None) + (e.pupil_id is not None) + (e.reason is not None) + (e.actor is not None)
+            + (e.school_id is not None) + (e.pupil_id is not None) + (e.action is not None)
+            + (e.reason is not None) + (e.actor is not None)
         )
-        quotes = raw.count(_QUOTE)
-        if escaped or not (
-            quotes == known  # no `action`: it is the default
-            or quotes == known + 4 and (e.action != "view" or raw.find(b'"action":') >= 0)
-        ):
+        if e.action is None:
+            e.action = "view"  # the contract's default
+        if escaped or raw.count(_QUOTE) != known:
             if raw.count(_OPEN_ARRAY) + raw.count(_OPEN_OBJECT) > MAX_DEPTH and nesting_depth(raw) > MAX_DEPTH:
                 return Rejection("too_deep", f"nested deeper than {MAX_DEPTH} levels")
             name = duplicate_member(raw)
