@@ -81,6 +81,6 @@ def test_generator_mode_uses_the_school_day_module() -> None:
     spec = importlib.util.spec_from_file_location("produce", PRODUCE)
     produce = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(produce)
-    args = produce.parse_args(["--accounts=40", "--events=2000", "--seed=3"])
+    args = produce.parse_args(["--accounts=100", "--events=2000", "--seed=3"])
     events = list(next(produce.generated(args)))
     assert events and all({"event_id", "type", "ts", "account_id"} <= set(e) for e in events)
