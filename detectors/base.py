@@ -15,6 +15,7 @@ from monitor.places.networks import NetworkMap
 from monitor.state.sessions import AccountState, Session, SessionTable
 
 if TYPE_CHECKING:
+    from monitor.contract.accounts import LentLink
     from monitor.places.geo import GeoServices
 
 # A pseudo event type a detector may list in `event_types`: it is then called with each
@@ -32,6 +33,7 @@ class DetectorContext:
         networks: NetworkMap,
         geo: "GeoServices | None" = None,
         restricted: Mapping[str, Restriction] | None = None,
+        links: "Mapping[str, Sequence[LentLink]] | None" = None,
     ) -> None:
         self.sessions = sessions
         self.networks = networks
@@ -39,6 +41,9 @@ class DetectorContext:
         # Disabled and revoked accounts as the account registry knew them when the shard was
         # built (they are few); the detectors follow later lifecycle events themselves.
         self.restricted: Mapping[str, Restriction] = restricted or {}
+        # Pupil links imported with a roster (parent's account -> its links), as the account
+        # registry knew them when the shard was built; `pupil_linked`/`pupil_unlinked` events follow.
+        self.links: Mapping[str, Sequence[LentLink]] = links or {}
 
 
 class Detector:
@@ -65,6 +70,10 @@ class Detector:
         ended before the watermark has been handed over by then, so a detector that takes each
         call's sessions in `closed_at` order sees them in the same order live and in replay.
         The sessions are closed: read them, keep only what is needed."""
+        return None
+
+    def take_tallies(self) -> dict[str, int] | None:
+        """Counts kept since the last call, for a metric (bounded keys; never ids); None if none."""
         return None
 
     def snapshot(self) -> Any:

@@ -13,6 +13,8 @@ from detectors.dormant_account_login import DormantAccountLogin
 from detectors.revoked_access_use import RevokedAccessUse
 from detectors.session_left_open import SessionLeftOpen
 from detectors.simultaneous_logins import SimultaneousLogins
+from detectors.bulk_record_access import BulkRecordAccess
+from detectors.unlinked_pupil_access import UnlinkedPupilAccess
 
 # id -> detector class. A new detector adds one line here and one settings field in
 # `monitor.service.config.DetectorSettings` under the same id.
@@ -24,6 +26,8 @@ DETECTORS: dict[str, Callable[[Any, DetectorContext], Detector]] = {
     DormantAccountLogin.id: DormantAccountLogin,
     RevokedAccessUse.id: RevokedAccessUse,
     SessionLeftOpen.id: SessionLeftOpen,
+    UnlinkedPupilAccess.id: UnlinkedPupilAccess,
+    BulkRecordAccess.id: BulkRecordAccess,
 }
 
 # Rules swept over the account registry rather than run per event in a shard

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sinks.outbound import OutboundAlert
+from sinks.outbound import OutboundAlert, without_pupils
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
 from monitor.contract.alerts import Severity
@@ -21,7 +21,9 @@ class KafkaPublisher:
     def __init__(
         self, producer, topic: str = "portal.alerts", min_severity: str = "low", timeout: float = 30.0,
         owns_producer: bool = False,
+        include_pupils: bool = False,
     ) -> None:
+        self.include_pupils = include_pupils
         self.producer = producer
         self.topic = topic
         self.min_severity = min_severity
@@ -33,6 +35,8 @@ class KafkaPublisher:
             await self.producer.start()
 
     async def publish(self, alert: OutboundAlert) -> None:
+        if not self.include_pupils:
+            alert = without_pupils(alert)
         delivery = await self.producer.send(
             self.topic,
             alert.body,
@@ -53,3 +57,5 @@ class KafkaAlertSinkSettings(Section):
     min_severity: Severity = "low"
     topic: str = "portal.alerts"
     timeout: Seconds = Seconds(30)
+    include_pupils: bool = False
+    """Send pupil ids (`evidence.pupil_records`) too; by default the alert carries counts only."""

@@ -13,7 +13,7 @@ import socket
 import ssl
 
 
-from sinks.outbound import OutboundAlert
+from sinks.outbound import OutboundAlert, without_pupils
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
 from monitor.contract.alerts import Severity
@@ -45,7 +45,8 @@ class MqttPublisher:
 
         client = await self._connected()
         try:
-            await client.publish(self.topic(alert), alert.body, qos=1, timeout=self.settings.timeout)
+            body = alert.body if self.settings.include_pupils else without_pupils(alert).body
+            await client.publish(self.topic(alert), body, qos=1, timeout=self.settings.timeout)
         except (aiomqtt.MqttError, asyncio.TimeoutError):
             await self._drop(client)
             raise
@@ -105,6 +106,8 @@ class MqttSinkSettings(Section):
     port: int = 1883
     client_id: str = "portal-monitor"
     topic_prefix: str = "portal-monitor/alerts"
+    include_pupils: bool = False
+    """Send pupil ids (`evidence.pupil_records`) too; by default the alert carries counts only."""
     username: str = ""
     password: str = ""
     password_file: str = ""

@@ -46,6 +46,29 @@ def outbound(alert: Alert) -> OutboundAlert:
     return outbound_from_json(_encode(alert))
 
 
+PUPIL_EVIDENCE = "pupil_records"
+"""The evidence key under which detectors put everything that names a pupil (ids, resources)."""
+_MARK = f'"{PUPIL_EVIDENCE}"'.encode()
+
+
+def without_pupils(alert: OutboundAlert) -> OutboundAlert:
+    """The alert as it may leave for an external sink: no pupil ids, counts only.
+
+    Pupil-record detectors keep pupil ids and resources under `evidence.pupil_records`; the
+    store, the API and the console keep them, but MQTT, Kafka and webhook receivers get the
+    alert without that key unless their sink's `include_pupils` is set. Summaries never name
+    pupils. Other alerts pass unchanged, byte for byte.
+    """
+    if _MARK not in alert.body:
+        return alert
+    document = msgspec.json.decode(alert.body)
+    evidence = document.get("evidence")
+    if not isinstance(evidence, dict) or PUPIL_EVIDENCE not in evidence:
+        return alert
+    del evidence[PUPIL_EVIDENCE]
+    return msgspec.structs.replace(alert, body=_encode(document))
+
+
 class Publisher(Protocol):
     name: str
     min_severity: str

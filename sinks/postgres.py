@@ -1,8 +1,10 @@
 """PostgreSQL sink: alerts (idempotent on alert_id) and flagged sessions with their timeline.
 
 One transaction per batch: the alerts, the flagged sessions (upserted: a session flagged again
-or closed later is updated, its alert ids merged) and the items viewed in them. A redelivered
-batch changes nothing.
+or closed later is updated, its alert ids merged) and the items viewed in them, and the batch's
+access log of pupils' records (added into `pupil_access`: one row per pupil, day and account).
+A redelivered batch changes nothing, except that the access log's counts may count a
+redelivered view twice (its first/last times and addresses do not move).
 
 It is also the durable point of delivery: in the same transaction, one outbox row per alert
 and external sink that wants it (by minimum severity), which that sink's relay
@@ -13,6 +15,7 @@ row). The pipeline commits Kafka offsets only after this transaction.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Callable, Sequence
 
 import msgspec
@@ -76,6 +79,50 @@ ON CONFLICT DO NOTHING
 """
 
 
+# A batch's access log in one statement: arrays in, one row per (pupil, day, account) out.
+# Addresses travel as one text per row (space-separated) and are merged: the first 4 distinct kept.
+UPSERT_PUPIL_ACCESS = """
+INSERT INTO pupil_access AS p (pupil_id, day, account_id, views, downloads, prints, exports,
+                               first_at, last_at, addresses)
+SELECT pupil_id, day, account_id, views, downloads, prints, exports, first_at, last_at,
+       string_to_array(NULLIF(addresses, ''), ' ')::inet[]
+FROM unnest($1::text[], $2::date[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[],
+            $8::timestamptz[], $9::timestamptz[], $10::text[])
+     AS r(pupil_id, day, account_id, views, downloads, prints, exports, first_at, last_at, addresses)
+ON CONFLICT (pupil_id, day, account_id) DO UPDATE SET
+    views = p.views + EXCLUDED.views,
+    downloads = p.downloads + EXCLUDED.downloads,
+    prints = p.prints + EXCLUDED.prints,
+    exports = p.exports + EXCLUDED.exports,
+    first_at = LEAST(p.first_at, EXCLUDED.first_at),
+    last_at = GREATEST(p.last_at, EXCLUDED.last_at),
+    addresses = CASE WHEN cardinality(p.addresses) >= 4 THEN p.addresses
+                     ELSE ARRAY(SELECT u.a FROM unnest(p.addresses || EXCLUDED.addresses) WITH ORDINALITY AS u(a, n)
+                                GROUP BY u.a ORDER BY min(u.n) LIMIT 4) END
+"""
+
+
+def pupil_access_columns(entries) -> list[list]:
+    """`Findings.pupil_access` items as the ten column arrays of UPSERT_PUPIL_ACCESS."""
+    columns: list[list] = [[] for _ in range(10)]
+    (pupils, days, accounts, views, downloads, prints, exports, firsts, lasts, addresses) = columns
+    for (account_id, pupil_id, day), entry in entries:
+        pupils.append(pupil_id)
+        days.append(_EPOCH + timedelta(days=int(day)))
+        accounts.append(account_id)
+        views.append(entry[2])
+        downloads.append(entry[3])
+        prints.append(entry[4])
+        exports.append(entry[5])
+        firsts.append(utc(entry[0]))
+        lasts.append(utc(entry[1]))
+        addresses.append(" ".join(entry[6]))
+    return columns
+
+
+_EPOCH = date(1970, 1, 1)
+
+
 class PostgresSink:
     """Writes findings to the store in one transaction per batch.
 
@@ -105,7 +152,8 @@ class PostgresSink:
         alerts = at_least(findings.alerts, self.min_severity)
         repeats = getattr(findings, "repeats", ())
         silenced = getattr(findings, "silenced", ())
-        if not (alerts or findings.flagged_sessions or findings.viewed_items or repeats or silenced):
+        access = findings.pupil_access
+        if not (alerts or findings.flagged_sessions or findings.viewed_items or repeats or silenced or access):
             return
         encode = self._json.encode
         alert_rows = [
@@ -155,6 +203,8 @@ class PostgresSink:
                     await conn.executemany(UPSERT_SESSION, session_rows)
                 if item_rows:
                     await conn.executemany(INSERT_ITEM, item_rows)
+                if access:
+                    await conn.execute(UPSERT_PUPIL_ACCESS, *pupil_access_columns(access.items()))
         if outbox_rows and self.on_outbox is not None:
             self.on_outbox()
 

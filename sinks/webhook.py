@@ -18,7 +18,7 @@ import hmac
 import time
 
 from sinks.http_client import DeliveryRefused, client_session
-from sinks.outbound import OutboundAlert
+from sinks.outbound import OutboundAlert, without_pupils
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
 from monitor.contract.alerts import Severity
@@ -58,6 +58,8 @@ class WebhookPublisher:
         self._session = client_session(s.timeout, s.ca_file, s.tls_verify)
 
     async def publish(self, alert: OutboundAlert) -> None:
+        if not self.settings.include_pupils:
+            alert = without_pupils(alert)
         if self._session is None:
             await self.start()
         timestamp = str(int(time.time()))
@@ -83,6 +85,8 @@ class WebhookSinkSettings(Section):
     enabled: bool = False
     min_severity: Severity = "low"
     url: str = ""
+    include_pupils: bool = False
+    """Send pupil ids (`evidence.pupil_records`) too; by default the alert carries counts only."""
     secret: str = ""
     secret_file: str = ""
     ca_file: str = ""

@@ -21,12 +21,13 @@ from monitor.demo.world import COUNCIL_NETWORK, NETWORKS
 
 TYPES = {
     "login_succeeded", "login_failed", "logout", "page_view", "session_expired", "account_created",
-    "account_disabled", "account_enabled", "access_revoked", "access_restored",
+    "account_disabled", "account_enabled", "access_revoked", "access_restored", "pupil_linked", "pupil_unlinked",
 }
 NEEDS_SESSION = {"login_succeeded", "page_view", "logout", "session_expired"}
 NEEDS_IP = {"login_succeeded", "login_failed"}
 DETECTORS = {"simultaneous_logins", "impossible_travel", "new_country", "risky_network", "session_left_open",
-             "revoked_access_use", "dormant_account_login"}
+             "revoked_access_use", "dormant_account_login",
+             "unlinked_pupil_access", "bulk_record_access"}
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +108,12 @@ def test_mostly_page_views_and_few_failed_logins(run) -> None:
 
 
 def test_staff_use_the_schools_portal_and_parents_their_own_children(run) -> None:
-    events, _ = run
+    events, incidents = run
+    # Parents injected to open other children's records (unlinked_pupil_view, parent_enumeration).
+    prying = {i.account_id for i in incidents if i.detector in {"unlinked_pupil_access", "bulk_record_access"}}
     children: dict[str, set[str]] = defaultdict(set)
     for event in events:
-        if event["type"] != "page_view":
+        if event["type"] != "page_view" or event["account_id"] in prying:
             continue
         if event["account_id"].startswith("staff-"):
             assert event["portal"] == "schools"

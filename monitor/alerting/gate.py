@@ -120,6 +120,7 @@ class AlertGate:
         out.flagged_sessions = findings.flagged_sessions
         out.viewed_items = findings.viewed_items
         out.dead_letters = findings.dead_letters
+        out.pupil_access = findings.pupil_access
         if isinstance(findings, GatedFindings):
             out.repeats.extend(findings.repeats)
             out.silenced.extend(findings.silenced)

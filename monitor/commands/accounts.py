@@ -45,6 +45,24 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     add_config_argument(imp)
     imp.set_defaults(func=import_roster)
 
+    links = commands.add_parser(
+        "links",
+        help="turn a links CSV (which pupils each parent's account may see) into pupil_linked/pupil_unlinked events",
+        description="Read the school's links file (columns: account_id, pupil_id, and optionally status "
+        "linked/unlinked, reason, since; see docs/accounts.md) and write one portal.event/v1 record per "
+        "usable row: to standard output or --out FILE (for `replay --links` or a producer of your own), "
+        "or, with --publish, onto the events topic ([source] topic) keyed by account, where the "
+        "monitor reads them like the portal's own link events. Event ids come from the rows: "
+        "importing the same file twice is harmless. Rejected rows are reported on standard error "
+        "with their line and reason.",
+    )
+    links.add_argument("links", metavar="FILE.csv")
+    links.add_argument("--out", metavar="FILE", default="-", help="write the events here (default: standard output)")
+    links.add_argument("--publish", action="store_true", help="produce the events to the [source] topic instead")
+    links.add_argument("--rejects", metavar="FILE", help="also write every rejected row (line,reason,detail) to this CSV")
+    add_config_argument(links)
+    links.set_defaults(func=import_links)
+
     lst = commands.add_parser("list", help="list accounts, e.g. --status dormant", description="List accounts, oldest idle first.")
     lst.add_argument("--status", choices=STATUSES, help="only accounts with this status")
     lst.add_argument("--portal", choices=("schools", "parent"), help="only accounts of this portal")
@@ -240,3 +258,77 @@ async def list_actions(args: argparse.Namespace) -> int:
         count += 1
     print(f"{count} action(s) pending", file=sys.stderr)
     return 0
+
+
+async def import_links(args: argparse.Namespace) -> int:
+    from monitor.accounts.links import LinksReader
+    from monitor.accounts.roster import Rejections, RosterError
+
+    rejects = writer = None
+    if args.rejects:
+        try:
+            rejects = open(args.rejects, "w", newline="")
+        except OSError as error:
+            return _fail(f"cannot write {args.rejects}: {error.strerror}")
+        writer = csv.writer(rejects)
+        writer.writerow(["line", "reason", "detail"])
+    rejections = Rejections(also=(lambda row: writer.writerow(msgspec.structs.astuple(row))) if writer else None)
+    try:
+        reader = LinksReader(args.links, time.time(), rejections)
+    except RosterError as error:
+        return _fail(str(error))
+    written = 0
+    try:
+        with reader:
+            if args.publish:
+                from aiokafka.errors import KafkaError
+
+                try:
+                    written = await _publish_links(args, reader)
+                except KafkaError as error:
+                    return _fail(f"cannot publish to the events topic: {type(error).__name__}: {error}")
+            else:
+                out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
+                try:
+                    for record in reader.records():
+                        out.write(record + b"\n")
+                        written += 1
+                finally:
+                    if out is not sys.stdout.buffer:
+                        out.close()
+                    else:
+                        out.flush()
+    except OSError as error:
+        return _fail(f"cannot write {args.out}: {error.strerror or error}")
+    finally:
+        if rejects is not None:
+            rejects.close()
+    where = f"the topic" if args.publish else ("standard output" if args.out == "-" else args.out)
+    print(f"{args.links}: {reader.rows_read:,} rows read: {written:,} link events to {where}, "
+          f"{rejections.total:,} rejected", file=sys.stderr)
+    for row in rejections.rows:
+        print(f"  line {row.line}: {row.reason}: {row.detail}", file=sys.stderr)
+    return 0
+
+
+async def _publish_links(args: argparse.Namespace, reader) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from monitor.ingest.kafka_client import client_options
+
+    settings = load_settings(args.config)
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all", enable_idempotence=settings.kafka.idempotent_producer)
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    written = 0
+    try:
+        for event in reader:
+            await producer.send(settings.source.topic, msgspec.json.encode(event), key=event.account_id.encode())
+            written += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return written

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "monitor.commands.check_config",
     "monitor.commands.alerts",
     "monitor.commands.sessions",
+    "monitor.commands.pupils",
     "monitor.commands.silences",
     "monitor.commands.geoip",
     "monitor.commands.networks",

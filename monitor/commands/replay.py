@@ -56,6 +56,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "(default: a file of an earlier run is replaced)",
     )
     parser.add_argument(
+        "--links",
+        metavar="LINKS.csv",
+        help="read the school's pupil links (account_id, pupil_id[, status, reason, since]; docs/accounts.md) "
+        "and run them as pupil_linked/pupil_unlinked events before the file",
+    )
+    parser.add_argument(
         "--accounts",
         metavar="ROSTER.csv",
         help="import this roster into the replay's in-memory account registry first, so accounts "
@@ -112,6 +118,8 @@ class Progress:
 
 async def replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    # No store here: the access log of pupils' records would be folded per batch and dropped.
+    settings.pupils.access_log = False
     from monitor.support.logging import configure_logging
 
     configure_logging("warning", settings.logging.format)  # to stderr: stdout may carry the alerts
@@ -146,11 +154,18 @@ async def replay(args: argparse.Namespace) -> int:
     if roster is not None:
         print(roster.render(), file=sys.stderr)
     tune_garbage_collector()
+    batches = source.batches()
+    if args.links:
+        try:
+            batches = _with_links(args.links, batches)
+        except RosterError as error:
+            print(f"portal-monitor: {error}", file=sys.stderr)
+            return 1
     progress = Progress(source, enabled=not args.no_progress)
     started, started_cpu = time.perf_counter(), time.process_time()
     try:
         first_event_after = await pipeline.run_file(
-            source.batches(), lambda: progress.update(pipeline.events_seen, pipeline.alerts_raised)
+            batches, lambda: progress.update(pipeline.events_seen, pipeline.alerts_raised)
         )
         await pipeline.accounts.publish_gauge(force=True)
     finally:
@@ -159,6 +174,26 @@ async def replay(args: argparse.Namespace) -> int:
     progress.update(pipeline.events_seen, pipeline.alerts_raised, final=True)
     print_summary(metrics, pipeline.events_seen, elapsed, first_event_after, dead_letters, args.summary, cpu)
     return 0
+
+
+def _with_links(path: str, batches):
+    """The links file's events as a first batch (offset 0: before the file's first line), then `batches`."""
+    from monitor.accounts.links import LinksReader
+
+    reader = LinksReader(path, time.time())
+    with reader:
+        records = [(0, record) for record in reader.records()]
+    rejected = reader.rejections
+    print(f"{path}: {reader.rows_read:,} rows read: {len(records):,} link events, {rejected.total:,} rejected", file=sys.stderr)
+    for row in rejected.rows:
+        print(f"  line {row.line}: {row.reason}: {row.detail}", file=sys.stderr)
+
+    def chained():
+        if records:
+            yield records
+        yield from batches
+
+    return chained()
 
 
 def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt, cpu=None) -> None:

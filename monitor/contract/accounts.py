@@ -96,6 +96,19 @@ def newest_restrictions(restored: dict, lent: Mapping[str, Restriction], entry: 
     return restored
 
 
+class LentLink(msgspec.Struct, array_like=True, gc=False):
+    """A parent's account's link to a pupil, as a roster import or a link event left it.
+
+    `linked` False means the link was removed at `at` (for `reason`); the removal is kept so a
+    later view of that pupil's record is known to be by an account no longer linked to it.
+    """
+
+    pupil_id: str
+    at: float
+    linked: bool = True
+    reason: str | None = None
+
+
 class LoginAttempt(msgspec.Struct, array_like=True, gc=False):
     """A login attempt, successful or not, that may come after a long idle spell."""
 

@@ -1,4 +1,7 @@
-"""The event contract `portal.event/v1`: one login, logout, page view or account change.
+"""The event contract `portal.event/v1`: one login, logout, page view, account change or pupil link.
+
+`pupil_linked` / `pupil_unlinked` say that a parent's account (`account_id`) may, or may no
+longer, see a pupil's records (`pupil_id`); `reason` says why a link was removed.
 
 Events are decoded once, with msgspec, straight into `PortalEvent`. The Struct checks the
 types and length limits; the per-type rules of the contract (which fields each type needs,
@@ -23,6 +26,8 @@ EventType = Literal[
     "account_enabled",
     "access_revoked",
     "access_restored",
+    "pupil_linked",
+    "pupil_unlinked",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
@@ -43,6 +48,8 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "logout": ("session_id",),
     "page_view": ("session_id", "resource"),
     "session_expired": ("session_id",),
+    "pupil_linked": ("pupil_id",),
+    "pupil_unlinked": ("pupil_id",),
 }
 
 # The free-text fields (not the Literals): none may hold a control character (`monitor.decode`).
@@ -50,6 +57,12 @@ TEXT_FIELDS: tuple[str, ...] = (
     "event_id", "account_id", "session_id", "ip", "resource", "role", "user_agent",
     "device_id", "school_id", "pupil_id", "reason", "actor",
 )
+
+# Why a link between a parent's account and a pupil was removed (`reason` of `pupil_unlinked`).
+# Free text is accepted; these are the reasons the Parent Portal's policy names, and the first
+# two make a later view of that pupil's record critical (`unlinked_pupil_access`).
+PROTECTIVE_UNLINK_REASONS: tuple[str, ...] = ("court_order", "child_protection")
+UNLINK_REASONS: tuple[str, ...] = PROTECTIVE_UNLINK_REASONS + ("left_school", "parental_responsibility_questioned")
 
 
 class PortalEvent(msgspec.Struct, gc=False):

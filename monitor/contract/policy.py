@@ -56,3 +56,22 @@ SCHOOLS_LOG_OUT = (
     f'{SCHOOLS_TERMS}: "To prevent unauthorised access to the system, do not leave your PC logged on '
     'and unattended." and "Always log out of the Schools Portal when you have completed your tasks."'
 )
+PARENT_PUPIL_RECORDS = (
+    f'{PARENT_AUP}: "Preston School Parent Portal is provided for use only by persons who are '
+    "legally responsible for a child currently attending the school – those who our records show "
+    "have 'parental responsibility'.\" The risk it names first: \"The wrongful disclosure of "
+    'private, sensitive, and confidential information"'
+)
+PARENT_COURT_RULING = (
+    f'{PARENT_AUP}: access is revoked when a "Court ruling preventing access to child or family '
+    'members is issued" and "If any child protection concerns are raised or disputes occur the '
+    'school will revoke access for all parties concerned pending investigation."'
+)
+SCHOOLS_ITEMS_VIEWED = (
+    f'{SCHOOLS_TERMS}: "It also records each item that is viewed by the end user during a logged '
+    'session." "Data must only be shared with authorised persons."'
+)
+SCHOOLS_COPIES = (
+    f'{SCHOOLS_TERMS}: "Confidentiality of data can be compromised by end users who save data from '
+    'the system onto portable media" and "by printing out \'hard copy\'."'
+)

@@ -84,6 +84,20 @@ class _Script:
                   "reason": reason, "actor": actor}
         self.events.append((t, kind, fields, None, None, None))
 
+    def link(self, t: int, pupil: str) -> None:
+        """The school links this (parent's) account to `pupil`: a `pupil_linked` event."""
+        fields = {"event_id": "", "type": "", "ts": "", "account_id": self.person.account_id,
+                  "portal": self.person.portal, "school_id": self.person.school.school_id,
+                  "pupil_id": pupil, "actor": "school-office"}
+        self.events.append((t, "pupil_linked", fields, None, None, None))
+
+    def open_records(self, session: Event, t: int, pupils: list[str], action: str, suffix: str, gap: int) -> int:
+        """One page view of each pupil's record, `gap` s or so apart; returns the time of the last."""
+        for pupil in pupils:
+            t += gap // 2 + int(self.run.rng.random() * gap)
+            self.events.append((t, "page_view", session, f"/pupils/{pupil}{suffix}", action, pupil))
+        return t
+
     def failed_login(self, t: int, ip: str, device: int, reason: str) -> None:
         """A login attempt the portal turned down, for `reason`."""
         fields = self.run.fields(self.person, None, ip, device)
@@ -311,9 +325,55 @@ class _Builder:
                     f"disabled after 180 days unused; a login is then attempted from {p.home.name}")
 
 
+    def unlinked_pupil(self, r: int, index: int) -> None:
+        """(g) A parent linked to their own children opens another pupil's record."""
+        s = self.script(index)
+        p = s.person
+        base = self.base(r, "19:10")
+        for pupil in p.pupils:
+            s.link(base + hm("06:30"), pupil)
+        t1 = base + hm("19:10")
+        home = s.login(t1, p.home, HOME_PC, p.home_ip)
+        t = s.browse(home, t1, 3, 40)
+        other = str(int(max(p.pupils)) + 1)
+        t = s.open_records(home, t, [other], "view", "/reports", 60)
+        s.end(home, t + 30)
+        self.expect("unlinked_pupil_view", s, "unlinked_pupil_access", t1, (home,),
+                    f"linked by the school to {len(p.pupils)} pupil(s) of {p.school.name}, the account opens "
+                    "the report of a pupil it is not linked to")
+
+    def parent_enumeration(self, r: int, index: int) -> None:
+        """(h) A parent of a few children opens 150 pupils' records in one session."""
+        s = self.script(index)
+        p = s.person
+        t1 = self.base(r, "21:05") + hm("21:05")
+        home = s.login(t1, p.home, HOME_PC, p.home_ip)
+        t = s.browse(home, t1, 2, 40)
+        others = [str(p.first_pupil + k) for k in range(150)]
+        t = s.open_records(home, t, others, "view", "", 6)
+        s.end(home, t + 30)
+        self.expect("parent_enumeration", s, "bulk_record_access", t1, (home,),
+                    "opens 150 pupils' records one after another in one evening session: the records of "
+                    "children who are not theirs (no links known for the account: only the count judges it)")
+
+    def bulk_export(self, r: int, index: int, school: School) -> None:
+        """(i) A teacher exports 320 pupils' report cards in a quarter of an hour."""
+        s = self.script(index, school=school, role="teacher")
+        p = s.person
+        t1 = self.base(r, "15:40") + hm("15:40")
+        pc = s.login(t1, school.network, WORK_PC)
+        t = s.browse(pc, t1, 4, 60)
+        pupils = [str(p.first_pupil + k) for k in range(320)]
+        t = s.open_records(pc, t, pupils, "export", "/reports", 5)
+        s.end(pc, t + 60)
+        self.expect("bulk_export", s, "bulk_record_access", t1, (pc,),
+                    f"exports the report cards of 320 pupils of {school.name} in about a quarter of an hour, "
+                    "where a teacher opens a class of 30")
+
+
 def accounts_per_round(days: int) -> tuple[int, int]:
     """Staff and parent accounts one round of incidents takes (a holiday needs three days)."""
-    return 8, 3 if days >= 3 else 2
+    return 9, 5 if days >= 3 else 4
 
 
 def build(run: Run, rounds: int, staff: list[int], parents: list[int]) -> tuple[Queue, list[Incident]]:
@@ -333,10 +393,13 @@ def build(run: Run, rounds: int, staff: list[int], parents: list[int]) -> tuple[
         builder.dormant_account(r, st[5])
         builder.sessions_left_open(r, st[6], 5, "session_left_open")
         builder.sessions_left_open(r, st[7], 4, None)
+        builder.bulk_export(r, st[8], preston[int(rng.random() * len(preston))])
         builder.risky_networks(r, pa[0], preston[int(rng.random() * len(preston))])
         builder.revoked_access(r, pa[1])
+        builder.unlinked_pupil(r, pa[2])
+        builder.parent_enumeration(r, pa[3])
         if run.days >= 3:
-            builder.holiday_abroad(r, pa[2])
+            builder.holiday_abroad(r, pa[4])
     queue: Queue = defaultdict(list)
     for t, kind, fields, resource, action, pupil in sorted(builder.events, key=lambda e: e[0]):
         queue[t].append((kind, fields, resource, action, pupil))  # sorted is stable: order kept

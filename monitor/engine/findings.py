@@ -72,6 +72,26 @@ class ViewedItemRecord(msgspec.Struct, array_like=True):
     ip: str | None
 
 
+ACCESS_ACTIONS: tuple[str, ...] = ("view", "download", "print", "export")
+# Where each action is counted in an access-log entry (see `Findings.pupil_access`).
+ACCESS_SLOT: dict[str, int] = {action: 2 + index for index, action in enumerate(ACCESS_ACTIONS)}
+MAX_ACCESS_ADDRESSES = 4
+
+
+def merge_access(mine: list, later: list) -> None:
+    """Fold one access-log entry into another of the same (account, pupil, day)."""
+    if later[0] < mine[0]:
+        mine[0] = later[0]
+    if later[1] > mine[1]:
+        mine[1] = later[1]
+    for slot in (2, 3, 4, 5):
+        mine[slot] += later[slot]
+    addresses = mine[6]
+    for ip in later[6]:
+        if len(addresses) < MAX_ACCESS_ADDRESSES and ip not in addresses:
+            addresses.append(ip)
+
+
 class Findings:
     """What one batch produced for the sinks, and for the account registry.
 
@@ -82,7 +102,7 @@ class Findings:
 
     __slots__ = (
         "alerts", "flagged_sessions", "viewed_items", "dead_letters",
-        "account_activity", "account_changes", "dormancy_marks",
+        "account_activity", "account_changes", "dormancy_marks", "pupil_access",
     )
 
     def __init__(self) -> None:
@@ -93,10 +113,14 @@ class Findings:
         self.account_activity: dict[str, AccountActivity] = {}
         self.account_changes: list[StatusChange] = []
         self.dormancy_marks: list[DormancyMark] = []
+        # The batch's access log of pupils' records ([pupils] access_log): (account id, pupil id,
+        # UTC day as days since the epoch, a float) -> [first at, last at, views, downloads,
+        # prints, exports, up to 4 addresses]; plain lists, updated in place per page view.
+        self.pupil_access: dict[tuple[str, str, float], list] = {}
 
     def for_sinks(self) -> bool:
         """Anything a sink writes: the one answer to "is there something to deliver?"."""
-        return bool(self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters)
+        return bool(self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters or self.pupil_access)
 
     def __bool__(self) -> bool:
         """Anything at all: for the sinks or for the account registry."""
@@ -116,5 +140,12 @@ class Findings:
                 mine.merge(later)
         self.account_changes.extend(other.account_changes)
         self.dormancy_marks.extend(other.dormancy_marks)
+        access = self.pupil_access
+        for key, later in other.pupil_access.items():
+            mine = access.get(key)
+            if mine is None:
+                access[key] = later
+            else:
+                merge_access(mine, later)
 
 

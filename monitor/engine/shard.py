@@ -23,7 +23,7 @@ import msgspec
 from detectors.base import IP_CHANGED, Detector
 from monitor.contract.accounts import STATUS_EVENTS, AccountActivity, DormancyMark, StatusChange
 from monitor.contract.alerts import Alert
-from monitor.engine.findings import NO_WATERMARK, FlaggedSession, Findings, ViewedItemRecord, dead_letter
+from monitor.engine.findings import ACCESS_SLOT, NO_WATERMARK, FlaggedSession, Findings, ViewedItemRecord, dead_letter
 from monitor.ingest.decode import EARLIEST_EVENT_TIME, EventDecoder, Rejection
 from monitor.contract.events import EVENT_TYPES, PORTAL_LABELS, PortalEvent
 from monitor.state.sessions import AccountState, Session, SessionTable
@@ -92,6 +92,7 @@ class Shard:
         max_clock_skew: float = 300.0,
         geo: Any = None,
         gap_floor: float = float("inf"),
+        access_log: bool = False,
     ) -> None:
         self.partition = partition
         self.geo = geo  # monitor.places.geo.GeoServices: locates logins and IP changes before detectors run
@@ -101,6 +102,7 @@ class Shard:
         self.allowed_lateness = allowed_lateness
         self.max_clock_skew = max_clock_skew
         self.gap_floor = gap_floor  # idle spells at least this long within a batch are noted for dormancy
+        self.access_log = access_log  # fold views of pupils' records into Findings.pupil_access
         self.redeliveries = RedeliveryWindow(dedup_window)
         self.max_event_time = NO_WATERMARK
         self.watermark = NO_WATERMARK
@@ -127,6 +129,7 @@ class Shard:
         self._on_ended = tuple(
             d.on_sessions_ended for d in self.detectors if type(d).on_sessions_ended is not Detector.on_sessions_ended
         )
+        self._tallying = tuple(d for d in self.detectors if type(d).take_tallies is not Detector.take_tallies)
         # The same tables with every call timed into `detector_seconds`, swapped in for a
         # sampled batch only (`timed(True)`), so ordinary batches pay nothing for the metric.
         self.detector_seconds: dict[str, float] = {}
@@ -279,6 +282,15 @@ class Shard:
         findings, self._findings = self._findings, Findings()
         return findings
 
+    def take_tallies(self) -> list[tuple[str, dict[str, int]]]:
+        """(detector id, counts) its detectors kept since the last call, for metrics (per batch)."""
+        taken = []
+        for detector in self._tallying:
+            tallies = detector.take_tallies()
+            if tallies:
+                taken.append((detector.id, tallies))
+        return taken
+
     @property
     def next_offset(self) -> int | None:
         """One past the last record read (not necessarily processed): the read position."""
@@ -359,6 +371,26 @@ class Shard:
             # A located activity: the view changed its session's IP, or opened one unseen.
             moved = ip is not None and (known is None or ip != known.last_ip)
             session = table.view(event, account, known)
+            if self.access_log:
+                pupil = event.pupil_id
+                if pupil is not None:  # the access log, inlined: one entry per account, pupil, day
+                    at = event.at
+                    key = (account_id, pupil, at // 86400.0)
+                    access = self._findings.pupil_access
+                    entry = access.get(key)
+                    ip = event.ip
+                    if entry is None:
+                        entry = access[key] = [at, at, 0, 0, 0, 0, [ip] if ip is not None else []]
+                    else:
+                        if at > entry[1]:
+                            entry[1] = at
+                        elif at < entry[0]:
+                            entry[0] = at
+                        if ip is not None:
+                            addresses = entry[6]
+                            if ip not in addresses and len(addresses) < 4:
+                                addresses.append(ip)
+                    entry[ACCESS_SLOT[event.action]] += 1
             if session.flagged:
                 self._findings.viewed_items.append(
                     ViewedItemRecord(session.session_id, session.account_id, event.at, event.resource, event.action, event.ip)  # type: ignore[arg-type]
@@ -391,6 +423,8 @@ class Shard:
 
     def _note(self, event: PortalEvent, kind: str) -> None:
         """Fold the event into the batch's per-account aggregate for the account registry."""
+        if kind == "pupil_linked" or kind == "pupil_unlinked":
+            return  # the school's doing, not the account's: neither activity nor a status change
         at = event.at
         activities = self._findings.account_activity
         activity = activities.get(event.account_id)

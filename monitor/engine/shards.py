@@ -103,6 +103,8 @@ class Shards:
                 for reason, n in shard.rejections.items():
                     m.invalid_events.labels(reason).inc(n)
                 shard.rejections.clear()
+            for detector_id, tallies in shard.take_tallies():
+                m.add_tallies(detector_id, tallies)
             if shard.sessions_left_open:
                 for portal, n in shard.sessions_left_open.items():
                     m.sessions_left_open.labels(portal).inc(n)

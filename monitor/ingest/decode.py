@@ -31,8 +31,11 @@ import json
 import re
 from datetime import datetime, timezone
 
+from typing import Sequence
+
 import msgspec
 
+from monitor.contract.durations import Seconds
 from monitor.contract.events import REJECTION_REASONS, REQUIRED_FIELDS, TEXT_FIELDS, PortalEvent
 from monitor.places.networks import NetworkMap
 
@@ -138,15 +141,46 @@ def duplicate_member(raw: bytes) -> str | None:
     return None
 
 
-class EventDecoder:
-    """Decodes one record at a time; the caller loops over a batch."""
+DEFAULT_PUPIL_PATHS = [r"^/pupils/(?P<pupil>[^/?#]+)"]
 
-    def __init__(self, networks: NetworkMap, earliest: datetime = EARLIEST_EVENT_TIME) -> None:
+
+class PupilSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[pupils]`: how a page view names the pupil whose record it shows, and who viewed each pupil."""
+
+    paths: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_PUPIL_PATHS))
+    """Regular expressions over a page view's resource, each with a group `(?P<pupil>...)`: the
+    pupil of a view that carries no `pupil_id`. Tried in order; the first match wins. `[]`: only
+    `pupil_id` names pupils."""
+    access_log: bool = True
+    """Keep who viewed each pupil's record (one row per account, pupil and day) in PostgreSQL's
+    `pupil_access`, for `portal-monitor pupils access` and `GET /api/v1/pupils/{id}/access`."""
+    access_keep_for: Seconds = Seconds(400 * 86400)
+    """Rows of `pupil_access` older than this (by day) are purged by the retention job."""
+
+    def __post_init__(self) -> None:
+        for pattern in self.paths:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"pupils.paths: {pattern!r} is not a regular expression: {error}") from None
+            if "pupil" not in compiled.groupindex:
+                raise ValueError(f"pupils.paths: {pattern!r} has no group named `pupil`: write (?P<pupil>...)")
+
+
+class EventDecoder:
+    """Decodes one record at a time; the caller loops over a batch.
+
+    A page view without `pupil_id` whose resource matches one of `pupil_paths` gets the pupil
+    the path names as its `pupil_id`, here, once: detectors and the access log read `pupil_id` only.
+    """
+
+    def __init__(self, networks: NetworkMap, earliest: datetime = EARLIEST_EVENT_TIME, pupil_paths: Sequence[str] = ()) -> None:
         self._decode = msgspec.json.Decoder(PortalEvent).decode
         self._lookup = networks.lookup
         self._known_ips = networks.known  # the map's cache: an address seen before is valid or not already
         self.earliest = earliest
         self._earliest_at = earliest.timestamp()
+        self._pupil_paths = tuple(re.compile(pattern).match for pattern in pupil_paths)
 
     def decode(self, raw: bytes | str | None) -> PortalEvent | Rejection:
         try:
@@ -216,4 +250,14 @@ class EventDecoder:
         if at < self._earliest_at:
             return Rejection("bad_timestamp", f"ts {event.ts.isoformat()} is before {self.earliest.date().isoformat()}")
         event.at = at
+        if event.pupil_id is None:  # after the contract's checks: they count the members as sent
+            resource = event.resource
+            if resource is not None and self._pupil_paths:
+                for match in self._pupil_paths:
+                    found = match(resource)
+                    if found is not None:
+                        event.pupil_id = found.group("pupil") or None
+                        break
+        elif not event.pupil_id:
+            event.pupil_id = None
         return event

@@ -25,6 +25,7 @@ from monitor.contract.alerts import SEVERITIES
 log = structlog.get_logger("monitor.response.api")
 PREFIX = "/api/v1"
 ALERT_FILTERS = {"since", "until", "detector", "severity", "account", "status", "limit"}
+PUPIL_ACCESS_FILTERS = {"since", "until", "limit"}
 SESSION_FILTERS = {"since", "until", "account", "alert", "limit", "flagged"}
 _encode = msgspec.json.Encoder(enc_hook=str).encode
 
@@ -69,6 +70,7 @@ class ResponderApi:
             web.post(f"{PREFIX}/alerts/{{alert_id}}/resolve", guard(self.resolve_alert)),
             web.get(f"{PREFIX}/sessions", guard(self.list_sessions)),
             web.get(f"{PREFIX}/sessions/{{session_id}}", guard(self.show_session)),
+            web.get(f"{PREFIX}/pupils/{{pupil_id}}/access", guard(self.pupil_access)),
             web.get(f"{PREFIX}/silences", guard(self.list_silences)),
             web.post(f"{PREFIX}/silences", guard(self.add_silence)),
             web.delete(f"{PREFIX}/silences/{{silence_id}}", guard(self.remove_silence)),
@@ -215,6 +217,17 @@ class ResponderApi:
         )
         return json_response({"sessions": rows})
 
+    async def pupil_access(self, request: web.Request) -> web.Response:
+        q = self._query(request, PUPIL_ACCESS_FILTERS)
+        found = await responder.pupil_access(
+            self._pool(),
+            request.match_info["pupil_id"],
+            since=responder.parse_time(q.get("since")),
+            until=responder.parse_time(q.get("until")),
+            limit=responder.check_limit(q.get("limit"), self.max_limit, default=self.max_limit),
+        )
+        return json_response(found)
+
     async def show_session(self, request: web.Request) -> web.Response:
         return json_response(await responder.get_session(self._pool(), request.match_info["session_id"]))
 
@@ -356,6 +369,14 @@ def openapi_document() -> dict:
                     "responses": {"200": ok("SessionDetail"), "404": {"$ref": "#/components/responses/NotFound"}, **errors},
                 }
             },
+            "/pupils/{pupil_id}/access": {
+                "get": {
+                    "summary": "Who viewed, downloaded, printed or exported a pupil's record: per account, counts by "
+                               "action, first and last time, days and addresses (subject access requests, breaches)",
+                    "parameters": [path_param("pupil_id"), since, until, limit],
+                    "responses": {"200": ok("PupilAccess"), **errors},
+                }
+            },
             "/silences": {
                 "get": {
                     "summary": "Silences (active, or all with expired=true)",
@@ -432,6 +453,20 @@ def openapi_document() -> dict:
                         "alert_ids": {"type": "array", "items": {"type": "string"}},
                     },
                 },
+                "PupilAccess": {"type": "object", "properties": {
+                    "pupil_id": {"type": "string"},
+                    "since": {"type": "string", "format": "date-time", "nullable": True},
+                    "until": {"type": "string", "format": "date-time", "nullable": True},
+                    "accounts": {"type": "array", "items": {"type": "object", "properties": {
+                        "account_id": {"type": "string"},
+                        "views": {"type": "integer"}, "downloads": {"type": "integer"},
+                        "prints": {"type": "integer"}, "exports": {"type": "integer"},
+                        "first_at": {"type": "string", "format": "date-time"},
+                        "last_at": {"type": "string", "format": "date-time"},
+                        "days": {"type": "integer"},
+                        "addresses": {"type": "array", "items": {"type": "string"}},
+                    }}},
+                }},
                 "SessionList": {"type": "object", "properties": {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}}}},
                 "SessionDetail": {
                     "allOf": [

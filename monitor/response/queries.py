@@ -423,3 +423,42 @@ class _transaction:
         finally:
             if self._acquired is not None:
                 await self._acquired.__aexit__(*exc)
+
+
+async def pupil_access(
+    db,
+    pupil_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 1000,
+) -> dict:
+    """Who viewed, downloaded, printed or exported pupil `pupil_id`'s record between two times.
+
+    One entry per account: its counts by action, the first and last time, the days and up to 4
+    addresses per day, most recent first; from `pupil_access` (one row per pupil, day, account).
+    """
+    if not pupil_id or len(pupil_id) > 256:
+        raise ValueError("a pupil id is 1 to 256 characters")
+    rows = await db.fetch(
+        """WITH r AS (
+               SELECT account_id, views, downloads, prints, exports, first_at, last_at, addresses
+               FROM pupil_access
+               WHERE pupil_id = $1
+                 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)
+                 AND ($4::timestamptz IS NULL OR last_at >= $4) AND ($5::timestamptz IS NULL OR first_at < $5))
+           SELECT account_id, sum(views)::bigint AS views, sum(downloads)::bigint AS downloads,
+                  sum(prints)::bigint AS prints, sum(exports)::bigint AS exports,
+                  min(first_at) AS first_at, max(last_at) AS last_at, count(*) AS days,
+                  ARRAY(SELECT DISTINCT host(a) FROM r AS o, unnest(o.addresses) AS a
+                        WHERE o.account_id = r.account_id ORDER BY 1 LIMIT 16) AS addresses
+           FROM r
+           GROUP BY account_id
+           ORDER BY max(last_at) DESC, account_id
+           LIMIT $6""",
+        pupil_id,
+        since.date() if since else None,
+        until.date() if until else None,
+        since, until, limit,
+    )
+    return {"pupil_id": pupil_id, "since": since, "until": until, "accounts": [dict(row) for row in rows]}

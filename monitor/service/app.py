@@ -171,7 +171,7 @@ def build_publishers(settings: Settings, producer=None) -> list:
             producer = AIOKafkaProducer(
                 **client_options(settings.kafka), acks="all", enable_idempotence=settings.kafka.idempotent_producer
             )
-        publishers.append(KafkaPublisher(producer, s.kafka.topic, s.kafka.min_severity, s.kafka.timeout, owns_producer=owned))
+        publishers.append(KafkaPublisher(producer, s.kafka.topic, s.kafka.min_severity, s.kafka.timeout, owns_producer=owned, include_pupils=s.kafka.include_pupils))
     if s.webhook.enabled:
         publishers.append(WebhookPublisher(s.webhook))
     if s.alertmanager.enabled:
@@ -194,7 +194,7 @@ def delivery_part(settings, store, gate, publishers, relays, metrics) -> Part:
     from monitor.response import queries
     from monitor.alerting.gate import silences_from_settings
     from monitor.service.housekeeping import load_silences, warm_gate
-    from monitor.store.retention import purge
+    from monitor.store.retention import purge, purge_pupil_access
 
     metrics.add_outbox_sinks(p.name for p in publishers)
     for publisher in publishers:
@@ -209,7 +209,8 @@ def delivery_part(settings, store, gate, publishers, relays, metrics) -> Part:
 
     async def retention() -> None:
         purged = await purge(store.pool, settings.retention.keep_for, settings.retention.chunk)
-        for kind in ("sessions", "alerts"):
+        purged["pupil_access"] = await purge_pupil_access(store.pool, settings.pupils.access_keep_for, settings.retention.chunk)
+        for kind in ("sessions", "alerts", "pupil_access"):
             metrics.retention_purged.labels(kind).inc(purged[kind])
         if any(purged.values()):
             log.info("retention purge", keep_days=round(settings.retention.keep_for / 86400), **purged)

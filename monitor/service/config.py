@@ -27,12 +27,15 @@ from detectors.dormant_account_login import DormantAccountLoginSettings
 from detectors.revoked_access_use import RevokedAccessUseSettings
 from detectors.session_left_open import SessionLeftOpenSettings
 from detectors.simultaneous_logins import SimultaneousLoginsSettings
+from detectors.bulk_record_access import BulkRecordAccessSettings
+from detectors.unlinked_pupil_access import UnlinkedPupilAccessSettings
 from monitor.contract.durations import Seconds
 from monitor.contract.settings import Section, dec_hook, enc_hook
 from monitor.accounts.lifecycle import AccountSettings
 from monitor.alerting.gate import SilenceSettings, AlertingSettings
 from monitor.delivery.outbox import DeliverySettings
 from monitor.engine.shard import EngineSettings
+from monitor.ingest.decode import PupilSettings
 from monitor.ingest.kafka_client import KafkaSettings, SourceSettings
 from monitor.places.geo import NetworkSettings, GeoIPSettings
 from monitor.places.risky import RiskyListSettings
@@ -97,6 +100,8 @@ class DetectorSettings(Section):
     dormant_account_login: DormantAccountLoginSettings = msgspec.field(default_factory=DormantAccountLoginSettings)
     revoked_access_use: RevokedAccessUseSettings = msgspec.field(default_factory=RevokedAccessUseSettings)
     session_left_open: SessionLeftOpenSettings = msgspec.field(default_factory=SessionLeftOpenSettings)
+    unlinked_pupil_access: UnlinkedPupilAccessSettings = msgspec.field(default_factory=UnlinkedPupilAccessSettings)
+    bulk_record_access: BulkRecordAccessSettings = msgspec.field(default_factory=BulkRecordAccessSettings)
 
 
 class SinkSettings(Section):
@@ -122,6 +127,7 @@ class Settings(Section):
     networks: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     geoip: GeoIPSettings = msgspec.field(default_factory=GeoIPSettings)
     detectors: DetectorSettings = msgspec.field(default_factory=DetectorSettings)
+    pupils: PupilSettings = msgspec.field(default_factory=PupilSettings)
     sinks: SinkSettings = msgspec.field(default_factory=SinkSettings)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     alerting: AlertingSettings = msgspec.field(default_factory=AlertingSettings)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from detectors.base import DetectorContext
 from detectors.dormant_account import DormantAccount
 from detectors.registry import build_detectors, location_detector_ids
-from monitor.contract.accounts import Restriction
+from monitor.contract.accounts import LentLink, Restriction
 from monitor.service.config import Settings
 from monitor.ingest.decode import EventDecoder
 from monitor.engine.shard import Shard
@@ -21,13 +21,15 @@ def build_shard(
     partition: int,
     geo: GeoServices | None = None,
     restricted: Mapping[str, Restriction] | None = None,
+    links: Mapping[str, Sequence[LentLink]] | None = None,
 ) -> Shard:
     """A fresh shard for `partition`, with its own session table and detector instances.
 
     `geo` is the process's `GeoServices` (GeoIP readers, risky lists, shared networks): build it
     once with `GeoServices.from_settings(settings, location_detector_ids())` and pass it to every shard. Without it the
     shard opens its own, which is right for one shard (a replay, a test) only.
-    `restricted`: the disabled and revoked accounts the account registry knows of.
+    `restricted`: the disabled and revoked accounts the account registry knows of; `links`: the
+    pupil links it knows of (from roster imports), by parent's account.
     """
     if geo is None:
         geo = GeoServices.from_settings(settings, location_detector_ids())
@@ -38,17 +40,21 @@ def build_shard(
         max_duration=settings.sessions.max_duration,
         max_items=settings.sessions.max_items,
     )
-    context = DetectorContext(sessions=sessions, networks=networks, geo=geo, restricted=restricted)
+    context = DetectorContext(
+        sessions=sessions, networks=networks, geo=geo, restricted=restricted,
+        links=links,
+    )
     detectors = settings.detectors
     dormancy = detectors.dormant_account.enabled or detectors.dormant_account_login.enabled
     return Shard(
         partition,
-        decoder=EventDecoder(networks, settings.engine.earliest_event_time),
+        decoder=EventDecoder(networks, settings.engine.earliest_event_time, settings.pupils.paths),
         sessions=sessions,
         detectors=build_detectors(settings.detectors, context),
         allowed_lateness=settings.engine.allowed_lateness,
         dedup_window=settings.engine.dedup_window,
         max_clock_skew=settings.engine.max_clock_skew,
         geo=geo,
+        access_log=settings.pupils.access_log,
         gap_floor=DormantAccount(detectors.dormant_account).gap_floor() if dormancy else float("inf"),
     )

@@ -36,6 +36,24 @@ DELETE FROM alerts WHERE alert_id IN (
 PURGE_SILENCES = "DELETE FROM silences WHERE silence_id IN (SELECT silence_id FROM silences WHERE expires_at < $1 LIMIT $2)"
 
 
+PURGE_PUPIL_ACCESS = """
+DELETE FROM pupil_access WHERE ctid IN (SELECT ctid FROM pupil_access WHERE day < $1 LIMIT $2)
+"""
+
+
+async def purge_pupil_access(pool, keep_for: float, chunk: int = 1000, now: datetime | None = None, pause: float = 0.05) -> int:
+    """Delete the rows of `pupil_access` of days older than `keep_for` (its own retention, 400 days by default)."""
+    cutoff = ((now or datetime.now(timezone.utc)) - timedelta(seconds=keep_for)).date()
+    total = 0
+    while True:
+        status = await pool.execute(PURGE_PUPIL_ACCESS, cutoff, chunk)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < chunk:
+            return total
+        await asyncio.sleep(pause)
+
+
 async def purge(pool, keep_for: float, chunk: int = 1000, now: datetime | None = None, pause: float = 0.05) -> dict[str, int]:
     """Delete what is past retention; the number of rows deleted per kind."""
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(seconds=keep_for)

@@ -18,6 +18,8 @@ from monitor.contract.alerts import SEVERITIES
 from monitor.contract.events import REJECTION_REASONS
 from monitor.contract.events import EVENT_TYPES, PORTAL_LABELS
 
+# `unlinked_pupil_access`'s judgements (detectors.unlinked_pupil_access.JUDGEMENTS).
+PUPIL_VIEW_JUDGEMENTS = ("linked", "not_linked", "no_longer_linked", "no_known_links")
 SINK_OUTCOMES = ("delivered", "failed", "retried")
 SUPPRESSION_REASONS = ("grouped", "silenced")
 VERDICTS = ("true_positive", "false_positive", "benign")
@@ -175,14 +177,25 @@ class Metrics:
         )
         self.retention_purged = Counter(
             "portal_monitor_retention_purged_total",
-            "Rows purged by the retention policy: sessions (with their timelines) and alerts.",
+            "Rows purged by the retention policy: sessions (with their timelines), alerts, and pupil_access rows (their own retention).",
             ["kind"],
             registry=registry,
         )
-        for kind in ("sessions", "alerts"):
+        for kind in ("sessions", "alerts", "pupil_access"):
             self.retention_purged.labels(kind)
         for portal in PORTAL_LABELS:
             self.sessions_left_open.labels(portal)
+        self.pupil_record_views = Counter(
+            "portal_monitor_pupil_record_views_total",
+            "Parent Portal views (downloads, prints, exports) of a pupil's record, by how they were judged against "
+            "the account's pupil links: linked, not_linked, no_longer_linked, or no_known_links (not judged: "
+            "nothing is known of the account's links; the coverage gap).",
+            ["judgement"],
+            registry=registry,
+        )
+        for judgement in PUPIL_VIEW_JUDGEMENTS:
+            self.pupil_record_views.labels(judgement)
+        self._tallies = {"unlinked_pupil_access": self.pupil_record_views}
         for event_type in EVENT_TYPES:
             for outcome in OUTCOMES:
                 self.events.labels(event_type, outcome)
@@ -198,6 +211,13 @@ class Metrics:
         self.add_sinks(sink_names)
         for outcome in ("succeeded", "failed"):
             self.commits.labels(outcome)
+
+    def add_tallies(self, detector_id: str, tallies: dict[str, int]) -> None:
+        """A detector's counts of one batch (`Detector.take_tallies`) into its counter."""
+        counter = self._tallies.get(detector_id)
+        if counter is not None:
+            for label, n in tallies.items():
+                counter.labels(label).inc(n)
 
     def add_sinks(self, sink_names: Iterable[str]) -> None:
         for sink in sink_names:

@@ -1,0 +1,241 @@
+"""What the pupil-record features cost: throughput on vs off, and bytes per account.
+
+    python -m bench.pupils throughput EVENTS.jsonl [--runs 5] [--batch 5000]
+    python -m bench.pupils memory [--accounts 1000000]
+    python -m bench.pupils store EVENTS.jsonl --dsn DSN [--rows 10000000]
+
+`throughput` runs the engine alone (the access log folded per batch, not written) (as `bench/engine.py`: decode, reorder buffer, session
+table, detectors; no file reading, no sinks) over the same events with `unlinked_pupil_access`
+and `bulk_record_access` and the access log ([pupils] access_log) on, then all three off, alternating, and prints
+the median events per CPU-second of each and their ratio. CPU seconds of this process are what
+other load on a shared machine disturbs least.
+
+`memory` measures, with tracemalloc, the state the two detectors keep per account after a
+school day's pattern: parents with two linked children who open them a few times, teachers who
+open their class of 30, all windows closed (the baseline every account keeps) and, separately,
+the open windows (only accounts active in the last hour have one).
+
+`store` (a scratch PostgreSQL database: it drops and fills `pupil_access` there) runs the
+events through a shard with the access log on and writes each batch with the PostgreSQL sink,
+then reports rows and bytes (table plus indexes) per million pupil views and the write time;
+then fills `pupil_access` to `--rows` rows with `generate_series` (100,000 pupils with
+`--rows`/100,000 rows each over 400 days, 40,000 accounts) and times `pupils access` for random pupils over 90 days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import datetime, timedelta, timezone
+import statistics
+import sys
+import time
+import tracemalloc
+
+from detectors.registry import detector_ids
+from monitor.service.config import load_settings
+from monitor.service.shards import build_shard
+
+PUPIL_DETECTORS = ("unlinked_pupil_access", "bulk_record_access")
+
+
+def _settings(on: bool):
+    env = {k: v for k, v in os.environ.items() if k.startswith("PORTAL_MONITOR_")}
+    env.update({f"PORTAL_MONITOR_DETECTORS__{d.upper()}__ENABLED": "true" for d in detector_ids()})
+    env["PORTAL_MONITOR_PUPILS__ACCESS_LOG"] = "true" if on else "false"
+    if not on:
+        env.update({f"PORTAL_MONITOR_DETECTORS__{d.upper()}__ENABLED": "false" for d in PUPIL_DETECTORS})
+    return load_settings(None, environ=env)
+
+
+def _run(lines: list[bytes], batch: int, on: bool) -> tuple[float, int]:
+    shard = build_shard(_settings(on), 0)
+    records = list(enumerate(lines, 1))
+    alerts = 0
+    cpu = time.process_time()
+    for i in range(0, len(records), batch):
+        alerts += len(shard.process(records[i : i + batch]).alerts)
+    alerts += len(shard.drain().alerts)
+    return time.process_time() - cpu, alerts
+
+
+def throughput(path: str, runs: int, batch: int) -> None:
+    with open(path, "rb") as source:
+        lines = [line for line in source if line.strip()]
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    alerts: dict[bool, int] = {}
+    for _ in range(runs):
+        for on in (True, False):
+            cpu, alerts[on] = _run(lines, batch, on)
+            rates[on].append(len(lines) / cpu)
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    print(f"events: {len(lines):,}; runs: {runs}; batch: {batch}")
+    print(f"on : {on:,.0f} events per CPU-second (runs {', '.join(f'{r:,.0f}' for r in rates[True])}); alerts {alerts[True]}")
+    print(f"off: {off:,.0f} events per CPU-second (runs {', '.join(f'{r:,.0f}' for r in rates[False])}); alerts {alerts[False]}")
+    print(f"on / off: {on / off:.3f} ({(1 - on / off) * 100:.1f}% slower)")
+
+
+def memory(accounts: int) -> None:
+    from detectors.base import DetectorContext
+    from detectors.bulk_record_access import BulkRecordAccess
+    from detectors.unlinked_pupil_access import UnlinkedPupilAccess
+    from monitor.contract.events import PortalEvent
+    from monitor.places.networks import NetworkMap
+    from monitor.state.sessions import SessionTable
+
+    settings = load_settings(None, environ={})
+    networks = NetworkMap([])
+    context = DetectorContext(SessionTable(networks, idle_timeout=1800, max_duration=43200, max_items=50), networks)
+    staff = accounts // 5
+    from datetime import datetime, timezone
+
+    day = datetime(2026, 3, 2, tzinfo=timezone.utc)
+
+    def view(account: str, portal: str, role: str, pupil: str, at: float) -> PortalEvent:
+        event = PortalEvent(event_id="e", type="page_view", ts=day, account_id=account, session_id="s", portal=portal,  # type: ignore[arg-type]
+                            role=role, resource=f"/pupils/{pupil}", pupil_id=pupil, action="view")
+        event.at = at
+        return event
+
+    def link(account: str, pupil: str) -> PortalEvent:
+        event = PortalEvent(event_id="l", type="pupil_linked", ts=day, account_id=account, pupil_id=pupil)
+        event.at = 0.0
+        return event
+
+    results = {}
+    for name in PUPIL_DETECTORS:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        if name == "unlinked_pupil_access":
+            detector = UnlinkedPupilAccess(settings.detectors.unlinked_pupil_access, context)
+            for n in range(accounts - staff):
+                account = f"parent-{n:07d}"
+                for child in range(2):
+                    detector.on_event(link(account, str(1_000_000 + 2 * n + child)), None)  # type: ignore[arg-type]
+            open_bytes = None
+        else:
+            detector = BulkRecordAccess(settings.detectors.bulk_record_access, context)
+            for n in range(accounts):
+                if n < staff:
+                    account, portal, role, pupils = f"staff-{n:07d}", "schools", "teacher", [str(2_000_000 + (n % 500) * 30 + i) for i in range(30)]
+                else:
+                    account, portal, role, pupils = f"parent-{n:07d}", "parent", "parent", [str(1_000_000 + 2 * n), str(1_000_000 + 2 * n + 1)]
+                for i, pupil in enumerate(pupils):
+                    detector.on_event(view(account, portal, role, pupil, 8 * 3600 + n * 0.01 + i * 0.001), None)  # type: ignore[arg-type]
+            with_windows = tracemalloc.get_traced_memory()[0] - before
+            detector.on_tick(10 ** 9)  # every window closed: what stays per account
+            open_bytes = with_windows
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        results[name] = (held, open_bytes, detector)
+    print(f"accounts: {accounts:,} ({staff:,} teachers with a class of 30, {accounts - staff:,} parents of two)")
+    held, _, _ = results["unlinked_pupil_access"]
+    print(f"unlinked_pupil_access links (2 per parent): {held / (accounts - staff):,.0f} B per parent, {held / accounts:,.0f} B per account")
+    held, open_bytes, _ = results["bulk_record_access"]
+    print(f"bulk_record_access baselines, windows closed: {held / accounts:,.0f} B per account")
+    print(f"bulk_record_access with every account's window open: {open_bytes / accounts:,.0f} B per account")
+
+
+async def store_bench(path: str, dsn: str, rows: int, queries: int) -> None:
+    import random
+
+    import asyncpg
+
+    from monitor import store
+    from monitor.response import queries as responder
+    from sinks.postgres import PostgresSink
+
+    with open(path, "rb") as source:
+        lines = [line for line in source if line.strip()]
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await store.migrate(pool)
+        await pool.execute("TRUNCATE pupil_access")
+        shard = build_shard(_settings(True), 0)
+        sink = PostgresSink(pool)
+        records = list(enumerate(lines, 1))
+        views = write_seconds = 0.0
+        for i in range(0, len(records), 5000):
+            findings = shard.process(records[i : i + 5000])
+            views += sum(sum(entry[2:6]) for entry in findings.pupil_access.values())
+            started = time.perf_counter()
+            await sink.write(findings)
+            write_seconds += time.perf_counter() - started
+        findings = shard.drain()
+        views += sum(sum(entry[2:6]) for entry in findings.pupil_access.values())
+        await sink.write(findings)
+        await pool.execute("VACUUM ANALYZE pupil_access")
+        count = await pool.fetchval("SELECT count(*) FROM pupil_access")
+        size = await pool.fetchval("SELECT pg_total_relation_size('pupil_access')")
+        per_million = 1_000_000 / views
+        print(f"pupil views: {views:,.0f} of {len(lines):,} events; rows: {count:,}; table + indexes: {size:,} bytes")
+        print(f"per million pupil views: {count * per_million:,.0f} rows, {size * per_million / 1e6:,.1f} MB "
+              f"({size / count:,.0f} B per row); sink write time {write_seconds * per_million:,.1f} s per million views")
+
+        await pool.execute("TRUNCATE pupil_access")
+        started = time.perf_counter()
+        await pool.execute(
+            """INSERT INTO pupil_access (pupil_id, day, account_id, views, downloads, prints, exports, first_at, last_at, addresses)
+               SELECT (1000000 + g % 100000)::text,
+                      date '2026-01-01' - ((g / 100000) * 4 + g % 4)::int % 400,
+                      'account-' || ((g % 100000) * 31 + (g / 100000) * 7) % 40000,
+                      1 + g % 5, g % 3 / 2, 0, g % 11 / 10,
+                      (date '2026-01-01' - ((g / 100000) * 4 + g % 4)::int % 400) + time '08:00' + (g % 600) * interval '1 minute',
+                      (date '2026-01-01' - ((g / 100000) * 4 + g % 4)::int % 400) + time '09:00' + (g % 600) * interval '1 minute',
+                      ARRAY[('81.2.' || (g % 250) || '.' || (g % 200))::inet]
+               FROM generate_series(1, $1::bigint) AS g
+               ON CONFLICT DO NOTHING""",
+            rows,
+        )
+        await pool.execute("VACUUM ANALYZE pupil_access")
+        filled = await pool.fetchval("SELECT count(*) FROM pupil_access")
+        size = await pool.fetchval("SELECT pg_total_relation_size('pupil_access')")
+        print(f"filled {filled:,} rows in {time.perf_counter() - started:.0f} s ({size:,} bytes)")
+        since = datetime(2026, 1, 1, tzinfo=timezone.utc) - timedelta(days=90)
+        rng = random.Random(15)
+        times = []
+        found = 0
+        for _ in range(queries):
+            pupil = str(1_000_000 + rng.randrange(100_000))
+            started = time.perf_counter()
+            answer = await responder.pupil_access(pool, pupil, since=since)
+            times.append(time.perf_counter() - started)
+            found += len(answer["accounts"])
+        times.sort()
+        print(f"pupils access over 90 days, {queries} random pupils among {filled:,} rows: "
+              f"median {times[len(times) // 2] * 1000:.1f} ms, p95 {times[int(len(times) * 0.95)] * 1000:.1f} ms, "
+              f"max {times[-1] * 1000:.1f} ms; {found / queries:.1f} accounts per pupil")
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    from monitor.support.logging import configure_logging
+
+    configure_logging("warning", "json", stream=sys.stderr)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("throughput", help="engine events per CPU-second, pupil detectors on vs off")
+    run.add_argument("events")
+    run.add_argument("--runs", type=int, default=5)
+    run.add_argument("--batch", type=int, default=5000)
+    mem = commands.add_parser("memory", help="bytes per account of the pupil detectors' state")
+    mem.add_argument("--accounts", type=int, default=1_000_000)
+    st = commands.add_parser("store", help="pupil_access rows and bytes per million views; query time among N rows")
+    st.add_argument("events")
+    st.add_argument("--dsn", required=True, help="a scratch database (pupil_access there is emptied)")
+    st.add_argument("--rows", type=int, default=10_000_000)
+    st.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    if args.command == "throughput":
+        throughput(args.events, args.runs, args.batch)
+    elif args.command == "store":
+        import asyncio
+
+        asyncio.run(store_bench(args.events, args.dsn, args.rows, args.queries))
+    else:
+        memory(args.accounts)
+
+
+if __name__ == "__main__":
+    main()
