@@ -16,7 +16,7 @@ from monitor.contract.alerts import new_alert
 from monitor.service.config import MqttSinkSettings
 from monitor.support.metrics import Metrics
 from monitor.delivery.outbox import OutboxRelay
-from sinks.mqtt import MqttAlertSink
+from sinks.mqtt import MqttPublisher
 from sinks.outbound import outbound, without_pupils
 from tests.test_alert_sinks import FAST, T0, pool, relay_until_delivered, store_alerts  # noqa: F401 (fixture)
 
@@ -48,7 +48,7 @@ def test_without_pupils_drops_the_pupil_evidence_and_keeps_the_counts() -> None:
 @pytest.mark.parametrize("include_pupils", [False, True])
 async def test_mqtt_receives_counts_not_pupil_ids_unless_asked(pool, include_pupils: bool) -> None:
     prefix = f"pm-test-{uuid.uuid4().hex[:8]}/alerts"
-    sink = MqttAlertSink(MqttSinkSettings(enabled=True, topic_prefix=prefix, client_id=f"pm-{uuid.uuid4().hex[:8]}",
+    sink = MqttPublisher(MqttSinkSettings(enabled=True, topic_prefix=prefix, client_id=f"pm-{uuid.uuid4().hex[:8]}",
                                           include_pupils=include_pupils))
     alert = pupil_alert(trigger=f"s-{uuid.uuid4().hex[:8]}")
     await store_alerts(pool, [("mqtt", "low")], alert)
