@@ -143,7 +143,7 @@ def test_replay_fires_the_crossing_at_its_event_time_and_publishes_the_action(tm
     assert actions[0]["action_id"] == action_id("disable_account", dormant[0]["alert_id"])
     assert actions[0]["schema"] == "portal.action/v1" and actions[0]["ts"] == dormant[0]["ts"]
 
-    again, _, _ = replay(tmp_path / ".." / tmp_path.name, events, roster)  # same files, run again
+    again, _, _ = replay(tmp_path / ".." / tmp_path.name, events, roster, "--append")  # same files, run again
     assert [a["alert_id"] for a in again[len(alerts):]] == [a["alert_id"] for a in alerts]
 
 

@@ -12,6 +12,8 @@ from monitor.places.networks import NetworkMap
 
 
 def reference(ip: str) -> str | None:
+    if "%" in ip:
+        return None  # an IPv6 zone id names a local interface: refused by the contract (docs/contract.md)
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
