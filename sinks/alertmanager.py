@@ -56,6 +56,8 @@ class AlertmanagerPublisher:
             "startsAt": alert.ts,
             "endsAt": ends.isoformat().replace("+00:00", "Z"),
         }
+        if alert.source:  # an alert about a source (password_spray): where the attempts came from
+            body["annotations"]["source"] = alert.source
         if s.generator_url:
             body["generatorURL"] = f"{s.generator_url.rstrip('/')}/alerts/{alert.alert_id}"
         return [body]

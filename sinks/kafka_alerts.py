@@ -1,4 +1,5 @@
-"""Kafka sink: alerts to the topic `portal.alerts` (key account_id), waiting for the broker's ack.
+"""Kafka sink: alerts to the topic `portal.alerts` (key account_id, or the source of an alert about
+a source), waiting for the broker's ack.
 
 It uses the monitor's producer (acks=all, idempotent unless `kafka.idempotent_producer` is
 off), so connection, TLS and SASL come from [kafka]. The header `alert_id` lets a consumer
@@ -40,7 +41,7 @@ class KafkaPublisher:
         delivery = await self.producer.send(
             self.topic,
             alert.body,
-            key=alert.account_id.encode(),
+            key=(alert.account_id or alert.source or "").encode(),  # a source alert has no account
             headers=[("alert_id", alert.alert_id.encode()), ("content-type", b"application/json")],
         )
         await asyncio.wait_for(delivery, self.timeout)

@@ -28,6 +28,7 @@ class OutboundAlert(msgspec.Struct, kw_only=True):
     summary: str
     policy: str = ""
     portal: str | None = None
+    source: str | None = None  # an alert about a source (password_spray): its network or address
     body: bytes = b""
 
 

@@ -28,8 +28,8 @@ from monitor.contract.alerts import Severity
 
 INSERT_ALERT = """
 INSERT INTO alerts (alert_id, detector, severity, account_id, ts, detected_at, session_ids,
-                    summary, evidence, policy, portal, status, silence_id, last_seen)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $5)
+                    summary, evidence, policy, portal, status, silence_id, last_seen, source)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $5, $14)
 ON CONFLICT (alert_id) DO NOTHING
 """
 
@@ -158,12 +158,12 @@ class PostgresSink:
         encode = self._json.encode
         alert_rows = [
             (a.alert_id, a.detector, a.severity, a.account_id, a.ts, a.detected_at, a.session_ids,
-             a.summary, encode(a.evidence).decode(), a.policy, a.portal, "open", None)
+             a.summary, encode(a.evidence).decode(), a.policy, a.portal, "open", None, a.source)
             for a in alerts
         ]
         alert_rows.extend(
             (a.alert_id, a.detector, a.severity, a.account_id, a.ts, a.detected_at, a.session_ids,
-             a.summary, encode(a.evidence).decode(), a.policy, a.portal, "silenced", silence_id)
+             a.summary, encode(a.evidence).decode(), a.policy, a.portal, "silenced", silence_id, a.source)
             for a, silence_id in silenced
         )
         outbox_rows = []

@@ -30,6 +30,7 @@ from monitor.contract.durations import Seconds
 from datetime import datetime
 
 IP_KEYS = frozenset(("ip", "last_ip"))
+IP_LIST_KEYS = frozenset(("addresses",))  # brute_force's and password_spray's failing addresses
 
 
 class Silence(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +84,11 @@ class GatedFindings(Findings):
         return super().for_sinks() or bool(self.repeats or self.silenced)
 
 
+def subject_of(source: str | None) -> str:
+    """The group key of an alert about a source (no account): its source, marked as such."""
+    return f"source:{source}" if source else ""
+
+
 class AlertGate:
     """Groups repeats and applies silences, in event time. No I/O, no wall clock."""
 
@@ -95,7 +101,7 @@ class AlertGate:
         self.cooldown = float(cooldown)
         self.cooldowns = {k: float(v) for k, v in (cooldowns or {}).items()}
         self.silences: tuple[Silence, ...] = tuple(silences)
-        # (detector, account_id) -> (alert_id, event time, severity rank) of the group's alert
+        # (detector, account_id or "source:<network>") -> (alert_id, event time, severity rank) of the group's alert
         self._groups: dict[tuple[str, str], tuple[str, float, int]] = {}
         self._newest = float("-inf")
         self._pruned_at = float("-inf")
@@ -121,6 +127,7 @@ class AlertGate:
         out.viewed_items = findings.viewed_items
         out.dead_letters = findings.dead_letters
         out.pupil_access = findings.pupil_access
+        out.login_outcomes = findings.login_outcomes
         if isinstance(findings, GatedFindings):
             out.repeats.extend(findings.repeats)
             out.silenced.extend(findings.silenced)
@@ -136,7 +143,7 @@ class AlertGate:
             if silence is not None:
                 out.silenced.append((alert, silence.silence_id))
                 continue
-            key = (alert.detector, alert.account_id)
+            key = (alert.detector, alert.account_id or subject_of(alert.source))
             rank = SEVERITY_RANK[alert.severity]
             group = groups.get(key)
             if (
@@ -200,21 +207,29 @@ def _network(cidr: str):
     return ipaddress.ip_network(cidr, strict=False)
 
 
+def _add_address(found: list, value: str) -> None:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    found.append(address)
+
+
 def _addresses(evidence: Any, depth: int = 0) -> list:
-    """Every IP address named `ip` or `last_ip` anywhere in the evidence."""
+    """Every IP address named `ip` or `last_ip`, or listed under `addresses`, anywhere in the evidence."""
     found: list = []
     if depth > 4:
         return found
     if isinstance(evidence, dict):
         for key, value in evidence.items():
             if key in IP_KEYS and isinstance(value, str):
-                try:
-                    address = ipaddress.ip_address(value)
-                except ValueError:
-                    continue
-                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                    address = address.ipv4_mapped
-                found.append(address)
+                _add_address(found, value)
+            elif key in IP_LIST_KEYS and isinstance(value, list):
+                for item in value:
+                    if isinstance(item, str):
+                        _add_address(found, item)
             elif isinstance(value, (dict, list)):
                 found.extend(_addresses(value, depth + 1))
     elif isinstance(evidence, list):

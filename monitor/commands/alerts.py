@@ -11,9 +11,9 @@ from monitor.commands._shared import (
     actor, add_actor_argument, add_common_arguments, print_fields, print_json, print_rows, run_with_store,
 )
 
-LIST_COLUMNS = ("alert_id", "ts", "detector", "severity", "account_id", "status", "repeat_count", "summary")
+LIST_COLUMNS = ("alert_id", "ts", "detector", "severity", "account_id", "source", "status", "repeat_count", "summary")
 DETAIL_FIELDS = (
-    "alert_id", "ts", "detected_at", "detector", "severity", "account_id", "portal", "session_ids", "status",
+    "alert_id", "ts", "detected_at", "detector", "severity", "account_id", "source", "portal", "session_ids", "status",
     "verdict", "repeat_count", "last_seen", "silence_id", "acknowledged_at", "acknowledged_by", "resolved_at",
     "resolved_by", "summary", "policy",
 )
@@ -35,6 +35,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     listing.add_argument("--detector", help="only this detector")
     listing.add_argument("--severity", choices=SEVERITIES, help="only this severity")
     listing.add_argument("--account", help="only this account id")
+    listing.add_argument(
+        "--source", help="only alerts about a source (password_spray) within or containing this address or CIDR network"
+    )
     listing.add_argument("--status", choices=responder.STATUSES, help="only alerts in this state")
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     listing.set_defaults(func=list_alerts)
@@ -70,6 +73,7 @@ async def list_alerts(args: argparse.Namespace) -> int:
             detector=args.detector,
             severity=args.severity,
             account=args.account,
+            source=args.source,
             status=args.status,
             limit=responder.check_limit(args.limit, maximum=100_000),
         )

@@ -33,6 +33,11 @@ class Alert(msgspec.Struct, kw_only=True):
     evidence: dict[str, Any]
     policy: str
     portal: str | None = None
+    source: str | None = None
+    """What the alert is about when it is a place rather than (only) an account: the network
+    (an IPv4 /24, an IPv6 /64) or the address a password spray came from. A source alert
+    (`password_spray`) has an empty `account_id`; its follow-up about one account it got
+    into has both."""
 
 
 def alert_id(detector: str, account_id: str, trigger: str) -> str:
@@ -58,6 +63,7 @@ def new_alert(
     evidence: dict[str, Any],
     policy: str,
     portal: str | None = None,
+    source: str | None = None,
 ) -> Alert:
     """Build an alert; `trigger` names what fired it (e.g. the new session's id)."""
     return Alert(
@@ -72,4 +78,5 @@ def new_alert(
         evidence=evidence,
         policy=policy,
         portal=portal,
+        source=source,
     )

@@ -14,6 +14,7 @@ import msgspec
 from monitor.contract.accounts import AccountActivity, DormancyMark, StatusChange
 from monitor.contract.alerts import Alert
 from monitor.ingest.decode import Rejection, bounded_raw
+from monitor.contract.outcomes import LoginOutcome
 from monitor.state.sessions import Session
 
 NO_WATERMARK = float("-inf")
@@ -97,12 +98,13 @@ class Findings:
 
     `account_activity` is the batch's per-account aggregate (one entry per account, updated in
     place per event), `account_changes` its lifecycle events, `dormancy_marks` what the
-    registry must note once the batch's dormancy alerts were delivered.
+    registry must note once the batch's dormancy alerts were delivered. `login_outcomes`: the
+    batch's login attempts for the network stage (when a source detector runs).
     """
 
     __slots__ = (
         "alerts", "flagged_sessions", "viewed_items", "dead_letters",
-        "account_activity", "account_changes", "dormancy_marks", "pupil_access",
+        "account_activity", "account_changes", "dormancy_marks", "pupil_access", "login_outcomes",
     )
 
     def __init__(self) -> None:
@@ -117,10 +119,15 @@ class Findings:
         # UTC day as days since the epoch, a float) -> [first at, last at, views, downloads,
         # prints, exports, up to 4 addresses]; plain lists, updated in place per page view.
         self.pupil_access: dict[tuple[str, str, float], list] = {}
+        self.login_outcomes: list[LoginOutcome] = []
 
     def for_sinks(self) -> bool:
-        """Anything a sink writes: the one answer to "is there something to deliver?"."""
-        return bool(self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters or self.pupil_access)
+        """Anything a sink writes (login outcomes included: the `login_outcomes` sink publishes
+        them): the one answer to "is there something to deliver?"."""
+        return bool(
+            self.alerts or self.flagged_sessions or self.viewed_items or self.dead_letters or self.pupil_access
+            or self.login_outcomes
+        )
 
     def __bool__(self) -> bool:
         """Anything at all: for the sinks or for the account registry."""
@@ -147,5 +154,6 @@ class Findings:
                 access[key] = later
             else:
                 merge_access(mine, later)
+        self.login_outcomes.extend(other.login_outcomes)
 
 

@@ -24,7 +24,7 @@ from monitor.contract.alerts import SEVERITIES
 
 log = structlog.get_logger("monitor.response.api")
 PREFIX = "/api/v1"
-ALERT_FILTERS = {"since", "until", "detector", "severity", "account", "status", "limit"}
+ALERT_FILTERS = {"since", "until", "detector", "severity", "account", "source", "status", "limit"}
 PUPIL_ACCESS_FILTERS = {"since", "until", "limit"}
 SESSION_FILTERS = {"since", "until", "account", "alert", "limit", "flagged"}
 _encode = msgspec.json.Encoder(enc_hook=str).encode
@@ -170,6 +170,7 @@ class ResponderApi:
             detector=q.get("detector"),
             severity=q.get("severity"),
             account=q.get("account"),
+            source=q.get("source"),
             status=q.get("status"),
             limit=responder.check_limit(q.get("limit"), self.max_limit),
         )
@@ -321,7 +322,9 @@ def openapi_document() -> dict:
                     "parameters": [
                         since, until, param("detector", "detector id"),
                         param("severity", "severity", {"type": "string", "enum": list(SEVERITIES)}),
-                        account, param("status", "lifecycle status", {"type": "string", "enum": list(responder.STATUSES)}), limit,
+                        account,
+                        param("source", "alerts about a source (password_spray) within or containing this address or CIDR network"),
+                        param("status", "lifecycle status", {"type": "string", "enum": list(responder.STATUSES)}), limit,
                     ],
                     "responses": {"200": ok("AlertList"), **errors},
                 }
@@ -419,6 +422,8 @@ def openapi_document() -> dict:
                     "properties": {
                         "alert_id": {"type": "string"}, "ts": timestamp, "detector": {"type": "string"},
                         "severity": {"type": "string", "enum": list(SEVERITIES)}, "account_id": {"type": "string"},
+                        "source": {"type": "string", "nullable": True,
+                                   "description": "the network or address an alert about a source is about; empty account_id then"},
                         "portal": {"type": "string", "nullable": True},
                         "status": {"type": "string", "enum": list(responder.STATUSES)},
                         "verdict": {"type": "string", "nullable": True, "enum": [*responder.VERDICTS, None]},

@@ -94,7 +94,7 @@ def check_limit(value: Any, maximum: int = 1000, default: int = 100) -> int:
 
 # -- alerts ------------------------------------------------------------------------------------
 
-ALERT_COLUMNS = """alert_id, ts, detector, severity, account_id, portal, status, verdict, repeat_count,
+ALERT_COLUMNS = """alert_id, ts, detector, severity, account_id, source, portal, status, verdict, repeat_count,
     last_seen, summary"""
 
 
@@ -110,14 +110,18 @@ async def list_alerts(
     portal: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    source: str | None = None,
 ) -> list[dict]:
     """Alerts, newest first; each filter given narrows the list. `portal`: the portal the
-    events came from (schools or parent); `offset` skips that many (paging)."""
+    events came from (schools or parent); `offset` skips that many (paging). `source`: an
+    address or a network (CIDR); alerts about a source (password_spray) within it or containing it."""
     check_choice("severity", severity, SEVERITIES)
     check_choice("status", status, STATUSES)
     check_choice("portal", portal, PORTALS)
     if offset < 0:
         raise ValueError("offset: must not be negative")
+    if source:
+        check_source(source)
     rows = await db.fetch(
         f"""SELECT {ALERT_COLUMNS} FROM alerts
             WHERE ($1::timestamptz IS NULL OR ts >= $1)
@@ -127,12 +131,23 @@ async def list_alerts(
               AND ($5::text IS NULL OR account_id = $5)
               AND ($6::text IS NULL OR status = $6)
               AND ($8::text IS NULL OR portal = $8)
+              AND ($10::text IS NULL OR (source IS NOT NULL AND source::inet && $10::inet))
             ORDER BY ts DESC, alert_id
             LIMIT $7 OFFSET $9""",
         since, until, detector or None, severity or None, account or None, status or None, limit,
-        portal or None, offset,
+        portal or None, offset, source or None,
     )
     return [dict(row) for row in rows]
+
+
+def check_source(source: str) -> None:
+    """A source filter must be an IP address or a network in CIDR notation."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(source, strict=False)
+    except ValueError:
+        raise ValueError(f"source: not an IP address or network: {source!r}") from None
 
 
 async def resolve_alert_id(db, alert_id: str) -> str:
@@ -154,7 +169,7 @@ async def get_alert(db, alert_id: str) -> dict:
     """One alert in full: evidence, policy, lifecycle, responder actions, repeats, deliveries."""
     alert_id = await resolve_alert_id(db, alert_id)
     row = await db.fetchrow(
-        """SELECT alert_id, ts, detected_at, detector, severity, account_id, portal, session_ids,
+        """SELECT alert_id, ts, detected_at, detector, severity, account_id, source, portal, session_ids,
                   summary, evidence::text AS evidence, policy, status, verdict, repeat_count,
                   last_seen, silence_id, acknowledged_at, acknowledged_by, resolved_at, resolved_by
            FROM alerts WHERE alert_id = $1""",

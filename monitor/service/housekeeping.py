@@ -66,16 +66,19 @@ async def load_silences(pool, gate: AlertGate, configured: list[Silence]) -> Non
 
 
 async def warm_gate(pool, gate: AlertGate) -> int:
-    """Seed the gate with the latest alert per (detector, account) within the cool-down horizon
+    """Seed the gate with the latest alert per (detector, account or source) within the cool-down horizon
     of the newest stored alert, so repeats right after a restart are still grouped."""
     rows = await pool.fetch(
-        """SELECT DISTINCT ON (detector, account_id) detector, account_id, alert_id, ts, severity
-           FROM alerts
-           WHERE status <> 'silenced'
-             AND ts >= (SELECT max(ts) FROM alerts) - make_interval(secs => $1)
-           ORDER BY detector, account_id, ts DESC""",
+        """SELECT DISTINCT ON (detector, subject) detector, subject, alert_id, ts, severity
+           FROM (SELECT detector, CASE WHEN account_id = '' AND source IS NOT NULL
+                                       THEN 'source:' || source ELSE account_id END AS subject,
+                        alert_id, ts, severity
+                 FROM alerts
+                 WHERE status <> 'silenced'
+                   AND ts >= (SELECT max(ts) FROM alerts) - make_interval(secs => $1)) AS recent
+           ORDER BY detector, subject, ts DESC""",
         float(gate.horizon),
     )
     for r in rows:
-        gate.remember(r["detector"], r["account_id"], r["alert_id"], r["ts"].timestamp(), r["severity"])
+        gate.remember(r["detector"], r["subject"], r["alert_id"], r["ts"].timestamp(), r["severity"])
     return len(rows)
