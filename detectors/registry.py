@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from detectors.base import Detector, DetectorContext
+from detectors.brute_force import BruteForce
 from detectors.impossible_travel import ImpossibleTravel
+from detectors.password_spray import PasswordSpray
 from detectors.new_country import NewCountry
 from detectors.risky_network import RiskyNetwork
 from detectors.dormant_account import DormantAccount
@@ -28,15 +30,20 @@ DETECTORS: dict[str, Callable[[Any, DetectorContext], Detector]] = {
     SessionLeftOpen.id: SessionLeftOpen,
     UnlinkedPupilAccess.id: UnlinkedPupilAccess,
     BulkRecordAccess.id: BulkRecordAccess,
+    BruteForce.id: BruteForce,
 }
 
 # Rules swept over the account registry rather than run per event in a shard
 # (`monitor.accounts.lifecycle`); they have a settings section under the same id too.
 SWEPT: tuple[str, ...] = (DormantAccount.id,)
 
+# Rules keyed by source network, run in the network stage (`monitor.engine.network_stage`) over the
+# login outcomes the shards publish; a settings section under the same id too.
+BY_SOURCE: tuple[str, ...] = (PasswordSpray.id,)
+
 
 def detector_ids() -> tuple[str, ...]:
-    return tuple(DETECTORS) + SWEPT
+    return tuple(DETECTORS) + SWEPT + BY_SOURCE
 
 
 def location_detector_ids() -> tuple[str, ...]:

@@ -75,3 +75,14 @@ SCHOOLS_COPIES = (
     f'{SCHOOLS_TERMS}: "Confidentiality of data can be compromised by end users who save data from '
     'the system onto portable media" and "by printing out \'hard copy\'."'
 )
+SCHOOLS_SECURE_SITE = (
+    f"{SCHOOLS_TERMS}: \"The Schools' Portal is a secure site. Only registered users with valid "
+    'passwords can access the entire system."'
+)
+SCHOOLS_UNAUTHORISED_ACCESS = (
+    f'{SCHOOLS_TERMS}: "To prevent unauthorised access to the system"'
+)
+PARENT_LOGIN_DISCLOSURE = (
+    f'{PARENT_AUP}: "The intentional or unintentional disclosure of login details to Parent Portal '
+    'by authorised users."'
+)

@@ -118,6 +118,11 @@ class Delivery:
         except GaveUp:
             return False
 
+    async def deliver_to_sinks(self, findings: Findings, keepalive: Keepalive | None = None) -> bool:
+        """Hand findings that concern no account registry (the network stage's alerts and dead
+        letters) to every sink, retrying like `deliver`; False only when `give_up` is set."""
+        return await self._to_sinks(findings, keepalive)
+
     async def _registry(self, step: Callable[..., Awaitable[Any]], *args: Any,
                         keepalive: Keepalive | None = None, count: bool = False) -> Any:
         """A registry step (the store may be down), retried with the sinks' backoff."""

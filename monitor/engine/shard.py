@@ -29,6 +29,9 @@ from monitor.contract.events import EVENT_TYPES, PORTAL_LABELS, PortalEvent
 from monitor.state.sessions import AccountState, Session, SessionTable
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
+from monitor.places.networks import NetworkMap
+from monitor.places.shared_networks import egress_key
+from monitor.contract.outcomes import LoginOutcome
 
 SNAPSHOT_VERSION = 2  # 2: an account's lone session is written as [session] (OneSession); 1 is still read
 
@@ -93,6 +96,7 @@ class Shard:
         geo: Any = None,
         gap_floor: float = float("inf"),
         access_log: bool = False,
+        networks: NetworkMap | None = None,
     ) -> None:
         self.partition = partition
         self.geo = geo  # monitor.places.geo.GeoServices: locates logins and IP changes before detectors run
@@ -101,6 +105,9 @@ class Shard:
         self.detectors = list(detectors)
         self.allowed_lateness = allowed_lateness
         self.max_clock_skew = max_clock_skew
+        # Given, login attempts are also handed on as `LoginOutcome`s for the network stage.
+        self.networks = networks
+        self.login_failures: dict[str | None, int] = {}  # by portal, for portal_monitor_login_failures_total
         self.gap_floor = gap_floor  # idle spells at least this long within a batch are noted for dormancy
         self.access_log = access_log  # fold views of pupils' records into Findings.pupil_access
         self.redeliveries = RedeliveryWindow(dedup_window)
@@ -404,10 +411,19 @@ class Shard:
             session = table.open(event, account)
             if self.geo is not None:
                 self.geo.on_login(event, session)
+            if self.networks is not None and session.network is not None:
+                self._outcome(event, True, session.network, session.allowlisted)
         elif kind == "logout" or kind == "session_expired":
             closed = table.close(event, account, kind)
             if closed is not None and closed.flagged:
                 self._flag(closed, ())
+        elif kind == "login_failed":
+            failures = self.login_failures
+            failures[event.portal] = failures.get(event.portal, 0) + 1
+            if self.networks is not None:
+                info = self.networks.lookup(event.ip)  # type: ignore[arg-type]
+                if info is not None:
+                    self._outcome(event, False, info.network, info.allowlisted)
         for on_event in self._dispatch[kind]:
             alerts = on_event(event, account)
             if alerts:
@@ -420,6 +436,21 @@ class Shard:
         self._note(event, kind)
         if not account.sessions and accounts.get(account_id) is account:
             del accounts[account_id]
+
+    def _outcome(self, event: PortalEvent, succeeded: bool, network: str, allowlisted: bool) -> None:
+        """Hand the login attempt on to the network stage (`monitor.engine.network_stage`)."""
+        ip = event.ip
+        shared = allowlisted
+        if not shared and self.geo is not None:
+            learnt = self.geo.shared
+            if learnt.enabled and len(learnt):
+                shared = egress_key(ip, network) in learnt  # type: ignore[arg-type]
+        self._findings.login_outcomes.append(
+            LoginOutcome(
+                event.event_id, event.at, network, ip, event.account_id, succeeded,  # type: ignore[arg-type]
+                shared, event.user_agent, event.portal, event.session_id,
+            )
+        )
 
     def _note(self, event: PortalEvent, kind: str) -> None:
         """Fold the event into the batch's per-account aggregate for the account registry."""

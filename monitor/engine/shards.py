@@ -105,6 +105,10 @@ class Shards:
                 shard.rejections.clear()
             for detector_id, tallies in shard.take_tallies():
                 m.add_tallies(detector_id, tallies)
+            if shard.login_failures:
+                for portal, n in shard.login_failures.items():
+                    m.login_failures.labels(portal or "unknown").inc(n)
+                shard.login_failures.clear()
             if shard.sessions_left_open:
                 for portal, n in shard.sessions_left_open.items():
                     m.sessions_left_open.labels(portal).inc(n)

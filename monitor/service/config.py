@@ -19,7 +19,9 @@ from typing import Any, Literal, Mapping
 
 import msgspec
 
+from detectors.brute_force import BruteForceSettings
 from detectors.impossible_travel import ImpossibleTravelSettings
+from detectors.password_spray import PasswordSpraySettings
 from detectors.new_country import NewCountrySettings
 from detectors.risky_network import RiskyNetworkSettings
 from detectors.dormant_account import DormantAccountSettings
@@ -34,6 +36,7 @@ from monitor.contract.settings import Section, dec_hook, enc_hook
 from monitor.accounts.lifecycle import AccountSettings
 from monitor.alerting.gate import SilenceSettings, AlertingSettings
 from monitor.delivery.outbox import DeliverySettings
+from monitor.engine.network_stage import NetworkStageSettings
 from monitor.engine.shard import EngineSettings
 from monitor.ingest.decode import PupilSettings
 from monitor.ingest.kafka_client import KafkaSettings, SourceSettings
@@ -102,6 +105,8 @@ class DetectorSettings(Section):
     session_left_open: SessionLeftOpenSettings = msgspec.field(default_factory=SessionLeftOpenSettings)
     unlinked_pupil_access: UnlinkedPupilAccessSettings = msgspec.field(default_factory=UnlinkedPupilAccessSettings)
     bulk_record_access: BulkRecordAccessSettings = msgspec.field(default_factory=BulkRecordAccessSettings)
+    brute_force: BruteForceSettings = msgspec.field(default_factory=BruteForceSettings)
+    password_spray: PasswordSpraySettings = msgspec.field(default_factory=PasswordSpraySettings)
 
 
 class SinkSettings(Section):
@@ -134,6 +139,7 @@ class Settings(Section):
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     accounts: AccountSettings = msgspec.field(default_factory=AccountSettings)
+    network_stage: NetworkStageSettings = msgspec.field(default_factory=NetworkStageSettings)
 
     def __post_init__(self) -> None:
         import ipaddress

@@ -20,9 +20,10 @@ from monitor.places.geo import GeoServices
 from monitor.support.metrics import Metrics
 from monitor.delivery.delivery import Delivery
 from monitor.engine.findings import Findings
+from monitor.engine.network_stage import NetworkStage, publish_stage_counts
 from monitor.engine.shards import Shards
 from monitor.support.retry import Backoff
-from monitor.service.shards import build_shard
+from monitor.service.shards import build_network_stage, build_shard
 from sinks.base import Sink
 
 
@@ -49,17 +50,22 @@ def build_offline_pipeline(
         write_limit=settings.accounts.write_limit,
     )
     shards = Shards(lambda partition: build_shard(settings, partition, geo=geo, restricted=lifecycle.restricted), metrics)
-    return OfflinePipeline(shards, Delivery(sinks, metrics, gate=gate, accounts=lifecycle))
+    # The same network stage `run` has per partition of the login-outcomes topic, fed in process.
+    stage = build_network_stage(settings, 0) if settings.detectors.password_spray.enabled else None
+    return OfflinePipeline(shards, Delivery(sinks, metrics, gate=gate, accounts=lifecycle), stage)
 
 
 class OfflinePipeline:
     """One partition's shard and the delivery behind it, run one batch after the other: the
     daemon's loop without Kafka, checkpoints or overlap."""
 
-    def __init__(self, shards: Shards, delivery: Delivery) -> None:
+    def __init__(self, shards: Shards, delivery: Delivery, stage: NetworkStage | None = None) -> None:
         self.shards = shards
         self.delivery = delivery
         self.metrics = shards.metrics
+        # The network stage (`monitor.engine.network_stage`) run in process on the shard's login
+        # outcomes; live, the outcomes go to the repartition topic instead.
+        self.stage = stage
 
     @property
     def accounts(self):
@@ -95,15 +101,28 @@ class OfflinePipeline:
         started = time.perf_counter()
         first = None
         for batch in batches:
-            findings = self.shards.run({0: batch})
+            findings = self.through_stage(self.shards.run({0: batch}))
             if first is None:
                 first = time.perf_counter() - started
             await self.deliver(findings)
             if on_batch is not None:
                 on_batch()
-        await self.deliver(self.shards.drain())
+        drained = self.through_stage(self.shards.drain())
+        if self.stage is not None:
+            drained.extend(self.stage.drain())
+            publish_stage_counts(self.metrics, [self.stage])
+        await self.deliver(drained)
         await self.delivery.flush_accounts()
         return first
+
+    def through_stage(self, findings: Findings) -> Findings:
+        """The batch's login outcomes run through the network stage, whose findings join the batch's."""
+        outcomes = findings.login_outcomes
+        if outcomes:
+            findings.login_outcomes = []
+            if self.stage is not None:
+                findings.extend(self.stage.feed(outcomes))
+        return findings
 
     async def flush_accounts(self) -> None:
         await self.delivery.flush_accounts()

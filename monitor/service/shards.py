@@ -57,4 +57,15 @@ def build_shard(
         geo=geo,
         access_log=settings.pupils.access_log,
         gap_floor=DormantAccount(detectors.dormant_account).gap_floor() if dormancy else float("inf"),
+        # Login outcomes handed on to the network stage, when a source detector runs there.
+        networks=networks if detectors.password_spray.enabled else None,
+    )
+
+
+def build_network_stage(settings: Settings, partition: int):
+    """A fresh network stage for `partition` of the login-outcomes topic (`monitor.engine.network_stage`)."""
+    from monitor.engine.network_stage import build_stage
+
+    return build_stage(
+        partition, settings.detectors.password_spray, settings.network_stage.allowed_lateness, settings.engine.dedup_window
     )

@@ -21,6 +21,7 @@ from monitor.contract.events import EVENT_TYPES, PORTAL_LABELS
 # `unlinked_pupil_access`'s judgements (detectors.unlinked_pupil_access.JUDGEMENTS).
 PUPIL_VIEW_JUDGEMENTS = ("linked", "not_linked", "no_longer_linked", "no_known_links")
 SINK_OUTCOMES = ("delivered", "failed", "retried")
+STAGE_OUTCOMES = ("processed", "late", "duplicate", "invalid")
 SUPPRESSION_REASONS = ("grouped", "silenced")
 VERDICTS = ("true_positive", "false_positive", "benign")
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -196,6 +197,34 @@ class Metrics:
         for judgement in PUPIL_VIEW_JUDGEMENTS:
             self.pupil_record_views.labels(judgement)
         self._tallies = {"unlinked_pupil_access": self.pupil_record_views}
+        self.login_failures = Counter(
+            "portal_monitor_login_failures_total",
+            "Failed logins run by the shards, by portal (schools, parent, unknown: the event named none).",
+            ["portal"],
+            registry=registry,
+        )
+        for portal in PORTAL_LABELS:
+            self.login_failures.labels(portal)
+        self.login_outcomes = Counter(
+            "portal_monitor_login_outcomes_total",
+            "Login outcomes read by the network stage from the repartition topic, by outcome "
+            "(processed, late: after the stage's watermark, duplicate: a redelivery, invalid: a dead letter).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in STAGE_OUTCOMES:
+            self.login_outcomes.labels(outcome)
+        self.spray_sources_active = Gauge(
+            "portal_monitor_spray_sources_active",
+            "Sources (networks, or addresses of shared networks) found spraying passwords with a failed "
+            "login within the spray window, by the network stage's clock; summed over this process's stage partitions.",
+            registry=registry,
+        )
+        self.stage_partitions = Gauge(
+            "portal_monitor_network_stage_partitions",
+            "Partitions of the login-outcomes topic whose network stage this process runs.",
+            registry=registry,
+        )
         for event_type in EVENT_TYPES:
             for outcome in OUTCOMES:
                 self.events.labels(event_type, outcome)
