@@ -27,6 +27,7 @@ from monitor.delivery.outbox import OutboxRelay
 from monitor.delivery.delivery import Delivery
 from monitor.support.retry import Backoff, retrying
 from monitor.engine.shards import Shards
+from monitor.service.network_stage import NetworkStageService
 from monitor.service.lifecycle import Part, Service
 from monitor.store import Store
 from monitor.places import shared_networks
@@ -37,6 +38,7 @@ from monitor.ingest.sources.kafka import KafkaEventSource
 from sinks.actions import KafkaActions
 from sinks.dead_letters import KafkaDeadLetters
 from sinks.jsonl import JsonlAlertSink
+from sinks.login_outcomes import KafkaLoginOutcomes
 from sinks.outbound import DirectAlertSink
 from sinks.postgres import PostgresSink
 
@@ -88,6 +90,9 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
         sinks.append(KafkaActions(producer, settings.sinks.actions.topic))
     if settings.sinks.jsonl.enabled:
         sinks.append(JsonlAlertSink(settings.sinks.jsonl.path, settings.sinks.jsonl.min_severity))
+    by_source = settings.detectors.password_spray.enabled
+    if by_source:  # the shards' half of the group-by: login outcomes to the repartition topic
+        sinks.append(KafkaLoginOutcomes(producer, settings.network_stage.topic))
     publishers = build_publishers(settings, producer)
     relays: list[OutboxRelay] = []
     postgres_sink = None
@@ -132,6 +137,16 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
     if store is not None and settings.checkpoint.enabled:
         checkpoints = CheckpointStore(store, settings.source.group_id, settings.source.topic)
     source = KafkaEventSource(settings.kafka, settings.source)
+    if by_source:
+        # The network stage's half: its own consumer group on the repartition topic, its state
+        # checkpointed like the shards' (under its own group and topic). Last: it starts once the
+        # store and the sinks are up, and stops first.
+        stage = settings.network_stage
+        stage_checkpoints = None
+        if store is not None and settings.checkpoint.enabled:
+            stage_checkpoints = CheckpointStore(store, stage.group_id, stage.topic)
+        stage_service = NetworkStageService(settings, delivery, metrics, stop, checkpoints=stage_checkpoints)
+        parts.append(Part("network stage", stage_service.start, stage_service.close))
     if settings.http.enabled:
         app = build_app(metrics, lambda: service.readiness())
         store_pool = store.pool_or_none if postgres_sink is not None else (lambda: None)
