@@ -20,6 +20,14 @@ def test_demo_finds_the_injected_incidents(tmp_path):
     assert match, done.stdout[-3000:]
     expected, caught, missed, false_alarms = map(int, match.groups())
     assert expected >= 1 and caught == expected and missed == 0 and false_alarms == 0
+    attacks = re.search(r"Credential attacks injected: (\d+) brute force\(s\), (\d+) password spray\(s\) with one success "
+                        r"each; alerts: brute_force (\d+) high \+ (\d+) critical \(password guessed\), password_spray "
+                        r"(\d+) high \(about the source\) \+ (\d+) critical", done.stdout)
+    assert attacks, done.stdout[-3000:]
+    brute, spray, brute_high, brute_critical, spray_high, spray_critical = map(int, attacks.groups())
+    # Each injected attack alerts once, and its success once more: nothing from ordinary traffic.
+    assert brute >= 1 and brute_high == brute_critical == brute
+    assert spray >= 1 and spray_high == spray_critical == spray
     assert re.search(r"\d+ flagged session\(s\) with [1-9]\d* item\(s\) viewed", done.stdout)
     assert (tmp_path / "demo" / "school-day.jsonl").stat().st_size > 0
 

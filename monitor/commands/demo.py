@@ -182,6 +182,18 @@ def report_against_incidents(rows, incidents, enabled: set[str]) -> None:
         print(f"  false alarm: {detector} on {account}")
     if not_yet:
         print(f"  (injected for detectors not enabled in this build: {', '.join(not_yet)})")
+    attacks = [i for i in incidents if i.detector in ("brute_force", "password_spray") and i.detector in enabled]
+    if attacks:
+        alerts = {(d, sev): 0 for d in ("brute_force", "password_spray") for sev in ("high", "critical")}
+        for row in rows:
+            key = (row["detector"], row["severity"])
+            if key in alerts:
+                alerts[key] += 1
+        print(f"Credential attacks injected: {sum(i.kind == 'brute_force' for i in incidents)} brute force(s), "
+              f"{sum(i.kind == 'password_spray' for i in incidents)} password spray(s) with one success each; "
+              f"alerts: brute_force {alerts['brute_force', 'high']} high + {alerts['brute_force', 'critical']} critical "
+              f"(password guessed), password_spray {alerts['password_spray', 'high']} high (about the source) + "
+              f"{alerts['password_spray', 'critical']} critical (the spray worked)")
 
 
 def say(message: str) -> None:

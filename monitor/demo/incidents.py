@@ -370,10 +370,55 @@ class _Builder:
                     f"exports the report cards of 320 pupils of {school.name} in about a quarter of an hour, "
                     "where a teacher opens a class of 30")
 
+    def brute_force(self, r: int, index: int) -> None:
+        """(g) Someone guesses a staff password from New York at night: 24 failures in about six
+        minutes from two addresses, then the right one from one of them."""
+        s = self.script(index)
+        net = NETWORK_BY_NAME["hudson-cable-new-york"]
+        ips = [random_ip(net, self.run.rng) for _ in range(2)]
+        t = self.base(r, "02:10") + hm("02:10")
+        for n in range(24):
+            t += 10 + int(self.run.rng.random() * 10)
+            s.failed_login(t, ips[n % 2], OTHER_PC, "bad_password")
+        t += 40
+        guessed = s.login(t, net, OTHER_PC, ips[1])
+        s.end(guessed, s.browse(guessed, t, 3, 40) + 20)
+        self.expect("brute_force", s, "brute_force", t, (guessed,),
+                    f"24 failed logins in about six minutes from two addresses of {net.name}, then a login "
+                    f"from one of them: the password was guessed")
+
+    def password_spray(self, r: int, index: int) -> None:
+        """(h) One address in Paris tries a password on 14 usernames within 10 minutes, most of them
+        made up; 25 minutes later it logs in to the one real account among them."""
+        s = self.script(index)
+        net = NETWORK_BY_NAME["lutece-telecom-paris"]
+        ip = random_ip(net, self.run.rng)
+        t = self.base(r, "03:20") + hm("03:20")
+        guesses = [f"{name}{r}" for name in ("admin", "office", "head", "j.smith", "test", "reception", "bursar",
+                                             "a.jones", "it.support", "s.brown", "governor", "finance", "m.taylor")]
+        guesses.insert(3, s.person.account_id)
+        crossed = None
+        for n, username in enumerate(guesses):
+            t += 25 + int(self.run.rng.random() * 20)
+            fields = self.run.fields(s.person, None, ip, OTHER_PC)
+            fields["account_id"] = username
+            fields["reason"] = "bad_password"
+            self.events.append((t, "login_failed", fields, None, None, None))
+            if n == 9:
+                crossed = t  # the tenth account: the spray alert's time
+        t += 25 * 60
+        worked = s.login(t, net, OTHER_PC, ip)
+        s.end(worked, s.browse(worked, t, 3, 40) + 20)
+        self.manifest.append(Incident(
+            kind="password_spray", account_id="", detector="password_spray", ts=self.run.clock.format(crossed),
+            note=f"{len(guesses)} usernames tried from {ip} ({net.name}) in about 10 minutes: an alert about the source"))
+        self.expect("password_spray_worked", s, "password_spray", t, (worked,),
+                    f"the spraying address {ip} logs in to {s.person.account_id}, one of the accounts it tried")
+
 
 def accounts_per_round(days: int) -> tuple[int, int]:
     """Staff and parent accounts one round of incidents takes (a holiday needs three days)."""
-    return 9, 5 if days >= 3 else 4
+    return 11, 5 if days >= 3 else 4
 
 
 def build(run: Run, rounds: int, staff: list[int], parents: list[int]) -> tuple[Queue, list[Incident]]:
@@ -394,6 +439,8 @@ def build(run: Run, rounds: int, staff: list[int], parents: list[int]) -> tuple[
         builder.sessions_left_open(r, st[6], 5, "session_left_open")
         builder.sessions_left_open(r, st[7], 4, None)
         builder.bulk_export(r, st[8], preston[int(rng.random() * len(preston))])
+        builder.brute_force(r, st[9])
+        builder.password_spray(r, st[10])
         builder.risky_networks(r, pa[0], preston[int(rng.random() * len(preston))])
         builder.revoked_access(r, pa[1])
         builder.unlinked_pupil(r, pa[2])
