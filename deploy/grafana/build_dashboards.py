@@ -32,6 +32,8 @@ DETECTORS = (
     "dormant_account_login",
     "revoked_access_use",
     "session_left_open",
+    "brute_force",
+    "password_spray",
 )
 SEVERITIES = ("low", "medium", "high", "critical")
 CRITICAL, PROCESSED, FAILED = 'severity="critical"', 'outcome="processed"', 'outcome="failed"'
@@ -364,6 +366,18 @@ def detectors() -> dict:
             w=24, decimals=0,
             description="Sessions that ended without a logout (the portal's expiry or the idle timeout), over the "
                         "last day: the trend behind session_left_open, alerted on or not."),
+        L.row("Credential attacks"),
+        timeseries(L, "Failed logins /min by portal", [prom_target(
+            f"sum by (portal) (rate({m('portal_monitor_login_failures_total')}{rate})) * 60", "{{portal}}")], w=12,
+            description="Failed logins the shards ran. A brute force or a spray shows up here first; the "
+                        "alerts say which account or source (no address is ever a metric label)."),
+        timeseries(L, "Sources spraying passwords now", [
+            prom_target(f"sum({m('portal_monitor_spray_sources_active')})", "spraying sources"),
+            prom_target(f"sum({m('portal_monitor_network_stage_partitions')})", "network stage partitions held", ref="B")],
+            w=12, decimals=0,
+            description="Networks (or addresses of shared networks) with a password_spray alert and a failed login "
+                        "within the spray window. Which ones: `portal-monitor alerts list --detector password_spray`, "
+                        "or `--source CIDR`."),
     ]
     return dashboard("portal-monitor-detectors", "portal-monitor / Detectors",
                      "What each detector raises, how often responders judge it wrong, and what it costs.", panels,
@@ -385,7 +399,7 @@ def flagged_sessions() -> dict:
             options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True}, "pieType": "donut",
                      "legend": {"displayMode": "table", "placement": "right", "values": ["value"], "showLegend": True}}),
         table(L, "Alerts", [sql_target(f"""
-            SELECT a.ts AS "time", a.severity, a.detector, a.account_id, a.summary, a.portal, a.status, a.policy,
+            SELECT a.ts AS "time", a.severity, a.detector, a.account_id, a.source, a.summary, a.portal, a.status, a.policy,
                    array_to_string(a.session_ids, ' ') AS sessions, a.alert_id
             FROM alerts a WHERE {where_alerts} ORDER BY a.ts DESC LIMIT 500""")], h=10,
             description="Newest first. Click an alert id to open it in the flagged-sessions table below.",
