@@ -184,7 +184,6 @@ class PasswordSpray:
             episode.more_tried += 1
 
     def _note(self, episode: Episode, outcome: LoginOutcome) -> None:
-        s = self.settings
         episode.failures += 1
         if outcome.at > episode.last_failure:
             episode.last_failure = outcome.at
