@@ -26,6 +26,7 @@ from monitor.contract.durations import Seconds
 from monitor.contract.outcomes import LoginOutcome
 from monitor.engine.findings import NO_WATERMARK, DeadLetter, Findings
 from monitor.engine.shard import RedeliveryWindow
+from monitor.ingest.decode import bounded_raw
 
 SNAPSHOT_VERSION = 1
 OUTCOMES: tuple[str, ...] = ("processed", "late", "duplicate", "invalid")
@@ -92,10 +93,11 @@ class NetworkStage:
                 outcomes.append((offset, decode(raw)))
             except msgspec.MsgspecError as error:
                 self.counts["invalid"] = self.counts.get("invalid", 0) + 1
+                text, length, digest = bounded_raw(raw)  # cut to 64 KiB, with its length and hash
                 self._findings.dead_letters.append(
                     DeadLetter(
-                        reason="invalid_login_outcome", detail=str(error), partition=self.partition,
-                        offset=offset, raw=raw.decode("utf-8", "backslashreplace"),
+                        reason="invalid_login_outcome", detail=str(error)[:1024], partition=self.partition,
+                        offset=offset, raw=text, raw_length=length, raw_sha256=digest,
                     )
                 )
         if offset is not None:
