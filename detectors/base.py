@@ -82,3 +82,26 @@ class Detector:
 
     def restore(self, state: Any) -> None:
         """Load what `snapshot` returned."""
+
+    # -- per-account state, for incremental checkpoints --------------------------------------
+
+    def accounts_state(self) -> Mapping[str, Any] | None:
+        """The detector's state as one mapping of account id to entry (read only), or None.
+
+        A detector whose state grows with the accounts keeps it as such a mapping and returns
+        it here; incremental checkpoints then write only the entries of accounts that changed
+        (those of the events it was given, and those `take_forgotten` names), and load them
+        with `restore_accounts`. The state of any other detector is written whole each time.
+        An entry may change only in `on_event` for its own account, or be dropped (named by
+        `take_forgotten`).
+        """
+        return None
+
+    def restore_accounts(self, account_ids: Sequence[str], entries: Any) -> None:
+        """Replace what `account_ids` had with `entries` (decoded from entries of
+        `accounts_state()`); an account named but absent from `entries` has none."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no per-account state")
+
+    def take_forgotten(self) -> Sequence[str]:
+        """The accounts whose entries were dropped (evicted) since the last call."""
+        return ()

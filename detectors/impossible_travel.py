@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+import math
+from typing import Any, Sequence
 
 import msgspec
 
-from detectors._places import distance_km, duration, place_evidence, where
+from detectors._places import EARTH_RADIUS_KM, distance_km, duration, place_evidence, where
 from detectors.base import IP_CHANGED, Detector, DetectorContext
 from monitor.contract import policy
 from monitor.contract.settings import Section
@@ -86,6 +87,11 @@ class ImpossibleTravel(Detector):
     after it was remembered is widened when it is compared, not forgotten. Only the places
     that say nothing about where the person is are neither compared nor remembered: Tor,
     anonymous VPN, proxy and hosting networks (which `risky_network` reports).
+
+    A place is forgotten once no activity can be too far from it: after a session's longest
+    duration plus the time half the Earth's circumference takes at `min_speed_kmh` (37 h with
+    the defaults). An older place can no longer give an alert, so forgetting it loses none;
+    the next located activity is then compared with nothing, as for an account never seen.
     """
 
     id = "impossible_travel"
@@ -97,6 +103,11 @@ class ImpossibleTravel(Detector):
         self.geo = context.geo
         self.networks = context.networks
         self.last: dict[str, LastPlace] = {}
+        speed = settings.min_speed_kmh
+        travel = math.pi * EARTH_RADIUS_KM / speed * 3600.0 if speed > 0 else math.inf
+        self.forget_after = context.sessions.max_duration + travel
+        self._swept_hour: int | None = None
+        self._forgotten: list[str] = []
         self._organisation: list[tuple[Any, float]] = sorted(
             ((ipaddress.ip_network(cidr, strict=False), radius) for cidr, radius in settings.organisation_networks.items()),
             key=lambda item: -item[0].prefixlen,  # the most specific network first
@@ -153,6 +164,8 @@ class ImpossibleTravel(Detector):
         at = event.at
         account_id = event.account_id
         previous = self.last.get(account_id)
+        if previous is not None and at - previous.at > self.forget_after:
+            previous = None  # too long ago to be too far: as if never seen (the sweep drops it)
         if previous is not None and previous.ip == ip and at >= previous.at:
             previous.at = at  # the same address again: no move; the common login
             previous.session_id = session.session_id
@@ -260,8 +273,40 @@ class ImpossibleTravel(Detector):
             portal=event.portal,
         )
 
+    def on_tick(self, watermark: float) -> None:
+        """Once per event-time hour: drop the places older than `forget_after` (an hour's margin
+        for late events). Only memory changes: such a place no longer counts (`on_event`)."""
+        if not math.isfinite(watermark) or not math.isfinite(self.forget_after):
+            return None
+        hour = int(watermark // 3600)
+        if hour == self._swept_hour:
+            return None
+        self._swept_hour = hour
+        cutoff = watermark - self.forget_after - 3600.0
+        last = self.last
+        stale = [account_id for account_id, place in last.items() if place.at < cutoff]
+        for account_id in stale:
+            del last[account_id]
+        self._forgotten.extend(stale)
+        return None
+
     def snapshot(self) -> Any:
         return self.last
 
     def restore(self, state: Any) -> None:
         self.last = msgspec.convert(state, dict[str, LastPlace]) if state else {}
+        self._forgotten = []
+
+    def accounts_state(self) -> dict[str, LastPlace]:
+        return self.last
+
+    def restore_accounts(self, account_ids: Sequence[str], entries: Any) -> None:
+        last = self.last
+        for account_id in account_ids:
+            last.pop(account_id, None)
+        if entries:
+            last.update(msgspec.convert(entries, dict[str, LastPlace]))
+
+    def take_forgotten(self) -> list[str]:
+        forgotten, self._forgotten = self._forgotten, []
+        return forgotten

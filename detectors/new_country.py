@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
+import math
 import struct
 from datetime import date
 
@@ -37,6 +38,11 @@ class NewCountrySettings(Section):
     """A new country from a network (ASN) the account already uses: a corporate VPN's other exit."""
     max_countries: int = 8
     max_networks: int = 8
+    forget_after: Seconds = Seconds(180 * 86400)
+    """An account with no located login for this long (in event time) has its history dropped,
+    and its next login starts a new baseline: memory stays bounded by the accounts active within
+    this period. 180 days is the Schools' Portal's own dormancy limit, after which the portal
+    disables the account (and `dormant_account_login` reports attempts on it). 0: never forget."""
 
 
 DAY = 86400
@@ -58,6 +64,7 @@ class History(msgspec.Struct, array_like=True, gc=False):
     logins: int  # located logins counted, up to `baseline_logins` (the organisation's networks too)
     countries: bytes = b""
     asns: bytes = b""
+    last_day: int = -1  # day (since 1970) of the last located login, organisation's networks too; -1: not known (written before it was kept)
 
     def country_days(self) -> list[tuple[str, int]]:
         return [(code.decode(), day) for code, day in _COUNTRY.iter_unpack(self.countries)]
@@ -67,6 +74,17 @@ class History(msgspec.Struct, array_like=True, gc=False):
 
 
 _CODES: dict[str, bytes] = {}
+_DAYS = Interner[int](4096)  # one int object per day number in use, not one per account
+
+
+def _last_day(history: History) -> int:
+    """The last day a history shows, for one written before `last_day` was kept."""
+    days = [history.first_at // DAY]
+    if history.countries:
+        days.append(_COUNTRY.unpack_from(history.countries, 0)[1])  # most recently seen first
+    if history.asns:
+        days.append(_ASN.unpack_from(history.asns, 0)[1])
+    return max(days)
 
 
 def _code(country: str) -> bytes:
@@ -149,6 +167,11 @@ class NewCountry(Detector):
         self.networks = context.networks
         self.allowed = frozenset(code.upper() for code in settings.allowed_countries)
         self.history: dict[str, History] = {}
+        # Event-time eviction: a history idle more than `forget_days` is treated as absent when
+        # its account logs in again, and dropped by the daily sweep in `on_tick`.
+        self.forget_days = int(settings.forget_after // DAY) if settings.forget_after > 0 else None
+        self._swept_day: int | None = None
+        self._forgotten: list[str] = []
 
     def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
         session = account.sessions.get(event.session_id)  # type: ignore[arg-type]
@@ -165,6 +188,12 @@ class NewCountry(Detector):
         asn_key = _ASN_KEY.pack(asn) if asn is not None else b""
         history = self.history.get(event.account_id)
         settings = self.settings
+        if history is not None:
+            forget = self.forget_days
+            if forget is not None and day - history.last_day > forget:
+                history = None  # idle past `forget_after`: a new baseline (a new History replaces it)
+            elif day > history.last_day:
+                history.last_day = _DAYS(day)
         if (
             history is not None
             and _find(history.countries, _COUNTRY, country) >= 0
@@ -184,7 +213,7 @@ class NewCountry(Detector):
             if unreliable[0] in ("shared", "allowlisted"):
                 # Used at the organisation: the account is active, but the place is not its own.
                 if history is None:
-                    self.history[event.account_id] = History(first_at=at, logins=1)
+                    self.history[event.account_id] = History(first_at=at, logins=1, last_day=_DAYS(day))
                 else:
                     history.first_at = min(history.first_at, at)
                     history.logins = min(history.logins + 1, settings.baseline_logins)
@@ -195,6 +224,7 @@ class NewCountry(Detector):
                 logins=1,
                 countries=_shared(_COUNTRY.pack(country, day)),
                 asns=_shared(_ASN.pack(asn, day)) if asn is not None else b"",
+                last_day=_DAYS(day),
             )
             return None
         baseline = history.logins >= settings.baseline_logins or at - history.first_at >= settings.baseline_period
@@ -275,13 +305,57 @@ class NewCountry(Detector):
             portal=event.portal,
         )
 
+    def on_tick(self, watermark: float) -> None:
+        """Once per event-time day: drop the histories idle past `forget_after`.
+
+        Only memory changes: such a history is already treated as absent at its account's
+        next login. A day's margin is left for late events (a login more than a day behind
+        the watermark may find its history dropped a day early).
+        """
+        forget = self.forget_days
+        if forget is None or not math.isfinite(watermark):
+            return None
+        today = int(watermark // DAY)
+        if today == self._swept_day:
+            return None
+        self._swept_day = today
+        cutoff = today - forget - 1
+        history = self.history
+        stale = [account_id for account_id, entry in history.items() if entry.last_day < cutoff]
+        for account_id in stale:
+            del history[account_id]
+        self._forgotten.extend(stale)
+        return None
+
     def snapshot(self) -> Any:
         return self.history
 
     def restore(self, state: Any) -> None:
-        self.history = msgspec.convert(state, dict[str, History]) if state else {}
-        for history in self.history.values():
-            history.countries, history.asns = _shared(history.countries), _shared(history.asns)
+        self.history = {}
+        self._forgotten = []
+        if state:
+            self._load(msgspec.convert(state, dict[str, History]))
+
+    def accounts_state(self) -> dict[str, History]:
+        return self.history
+
+    def restore_accounts(self, account_ids: Sequence[str], entries: Any) -> None:
+        history = self.history
+        for account_id in account_ids:
+            history.pop(account_id, None)
+        if entries:
+            self._load(msgspec.convert(entries, dict[str, History]))
+
+    def take_forgotten(self) -> list[str]:
+        forgotten, self._forgotten = self._forgotten, []
+        return forgotten
+
+    def _load(self, entries: dict[str, History]) -> None:
+        history = self.history
+        for account_id, entry in entries.items():
+            entry.countries, entry.asns = _shared(entry.countries), _shared(entry.asns)
+            entry.last_day = _DAYS(entry.last_day if entry.last_day >= 0 else _last_day(entry))
+            history[account_id] = entry
 
 
 def _date(day: int) -> str:

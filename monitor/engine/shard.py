@@ -16,6 +16,7 @@ import heapq
 import time
 from datetime import datetime
 from collections import deque
+from itertools import islice
 from typing import Any, Iterable, Sequence
 
 import msgspec
@@ -34,6 +35,7 @@ from monitor.places.shared_networks import egress_key
 from monitor.contract.outcomes import LoginOutcome
 
 SNAPSHOT_VERSION = 2  # 2: an account's lone session is written as [session] (OneSession); 1 is still read
+DELTA_VERSION = 1
 
 
 class ShardSnapshot(msgspec.Struct, array_like=True):
@@ -52,20 +54,63 @@ class ShardSnapshot(msgspec.Struct, array_like=True):
     detectors: dict[str, msgspec.Raw]
 
 
+class ShardDelta(msgspec.Struct, array_like=True):
+    """What changed in a shard since its last confirmed checkpoint: applied over it on restore.
+
+    `changed` names every account whose state may differ; for each, its session-table entry
+    (in `accounts`, absent when it has no live session) and each keyed detector's entry (in
+    `keyed`, absent when it has none) replace what the earlier checkpoint held. Detectors that
+    keep no per-account mapping are written whole (`detectors`); `new_event_ids` are the
+    redelivery window's ids added since, oldest first.
+    """
+
+    version: int
+    watermark: float
+    max_event_time: float
+    new_event_ids: list[str]
+    changed: list[str]
+    accounts: list[AccountState]
+    keyed: dict[str, msgspec.Raw]
+    detectors: dict[str, msgspec.Raw]
+
+
 class RedeliveryWindow:
-    """The last N event ids seen: a repeated id within the window is a redelivery."""
+    """The last N event ids seen: a repeated id within the window is a redelivery.
+
+    Bounded by count, not by account: N ids (`engine.dedup_window`) whatever the traffic.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._ids: set[str] = set()
         self._order: deque[str] = deque()
+        self.added = 0  # ids added since the shard was built: what a checkpoint delta counts from
 
     def recent(self) -> list[str]:
         return list(self._order)
 
+    def newest(self, count: int) -> list[str]:
+        """The last `count` ids added (all of the window if it holds fewer), oldest first."""
+        order = self._order
+        if count >= len(order):
+            return list(order)
+        return list(islice(order, len(order) - count, None)) if count > 0 else []
+
     def load(self, event_ids: list[str]) -> None:
         self._order = deque(event_ids[-self.size :])
         self._ids = set(self._order)
+
+    def extend(self, event_ids: list[str]) -> None:
+        """Append ids as if seen in this order (a checkpoint delta's), the oldest leaving."""
+        if len(event_ids) >= self.size:
+            self.load(event_ids)
+            return
+        ids, order = self._ids, self._order
+        for event_id in event_ids:
+            ids.add(event_id)
+            order.append(event_id)
+            if len(order) > self.size:
+                ids.discard(order.popleft())
 
     def seen(self, event_id: str) -> bool:
         """True if `event_id` was seen before; otherwise remember it."""
@@ -73,6 +118,7 @@ class RedeliveryWindow:
         if event_id in ids:
             return True
         ids.add(event_id)
+        self.added += 1
         order = self._order
         order.append(event_id)
         if len(order) > self.size:
@@ -127,6 +173,14 @@ class Shard:
         self._seq = 0
         self._next_offset: int | None = None
         self._findings = Findings()
+        # Incremental checkpoints: the accounts whose state changed since the last checkpoint
+        # was taken (`_dirty`, gathered per batch from the findings, never per event), and
+        # those taken into a checkpoint not yet confirmed written (`_unconfirmed`).
+        self._dirty: set[str] = set()
+        self._unconfirmed: set[str] = set()
+        self._ids_taken = 0
+        self._ids_confirmed = 0
+        self._keyed = tuple(d for d in self.detectors if d.accounts_state() is not None)
         self._dispatch: dict[str, tuple] = {
             event_type: tuple(d.on_event for d in self.detectors if event_type in d.event_types)
             for event_type in EVENT_TYPES
@@ -281,12 +335,15 @@ class Shard:
         closed = self.sessions.closed
         if closed:
             self._sessions_ended()
+            dirty = self._dirty
             for session in closed:
+                dirty.add(session.account_id)
                 if session.flagged:
                     self._flag(session, ())
             closed.clear()
             self._ended_seen = 0
         findings, self._findings = self._findings, Findings()
+        self._dirty.update(findings.account_activity)  # every account an event ran for
         return findings
 
     def take_tallies(self) -> list[tuple[str, dict[str, int]]]:
@@ -332,6 +389,83 @@ class Shard:
             )
         )
 
+    def checkpoint(self, full: bool) -> bytes:
+        """The state to store with `commit_offset()`: all of it (`full`, as `snapshot`), or a
+        `ShardDelta` of what changed since the last checkpoint confirmed by `checkpointed()`.
+
+        Until confirmed, what this checkpoint took stays owed: if its write fails, the next
+        delta carries it again with whatever changed since.
+        """
+        self._collect_dirty()
+        if self._dirty:
+            self._unconfirmed |= self._dirty
+            self._dirty = set()
+        self._ids_taken = self.redeliveries.added
+        if full:
+            return self.snapshot()
+        return self._delta(self._unconfirmed, self._ids_taken - self._ids_confirmed)
+
+    def checkpointed(self) -> None:
+        """The last `checkpoint()` is stored: the next delta starts from it."""
+        self._unconfirmed = set()
+        self._ids_confirmed = self._ids_taken
+
+    def _collect_dirty(self) -> None:
+        """Fold in changes not yet gathered: the findings in hand, and what detectors evicted."""
+        dirty = self._dirty
+        dirty.update(self._findings.account_activity)
+        for session in self.sessions.closed:
+            dirty.add(session.account_id)
+        for detector in self._keyed:
+            forgotten = detector.take_forgotten()
+            if forgotten:
+                dirty.update(forgotten)
+
+    def _delta(self, changed: set[str], new_ids: int) -> bytes:
+        encode = msgspec.msgpack.encode
+        names = list(changed)
+        table = self.sessions.accounts
+        keyed: dict[str, msgspec.Raw] = {}
+        detectors: dict[str, msgspec.Raw] = {}
+        for detector in self.detectors:
+            entries = detector.accounts_state()
+            if entries is not None:
+                keyed[detector.id] = msgspec.Raw(encode({a: entries[a] for a in names if a in entries}))
+                continue
+            state = detector.snapshot()
+            if state is not None:
+                detectors[detector.id] = msgspec.Raw(encode(state))
+        return encode(
+            ShardDelta(
+                version=DELTA_VERSION,
+                watermark=self.watermark,
+                max_event_time=self.max_event_time,
+                new_event_ids=self.redeliveries.newest(new_ids),
+                changed=names,
+                accounts=[table[a] for a in names if a in table],
+                keyed=keyed,
+                detectors=detectors,
+            )
+        )
+
+    def apply_delta(self, data: bytes) -> None:
+        """Apply a `checkpoint(full=False)` over the state restored so far (in written order)."""
+        delta = msgspec.msgpack.decode(data, type=ShardDelta)
+        if delta.version != DELTA_VERSION:
+            raise ValueError(f"checkpoint delta version {delta.version} is not {DELTA_VERSION}")
+        self.watermark = delta.watermark
+        self.max_event_time = delta.max_event_time
+        self.redeliveries.extend(delta.new_event_ids)
+        self.sessions.replace(delta.changed, delta.accounts)
+        decode = msgspec.msgpack.decode
+        for detector in self.detectors:
+            raw = delta.keyed.get(detector.id)
+            if raw is not None:
+                detector.restore_accounts(delta.changed, decode(raw))
+            raw = delta.detectors.get(detector.id)
+            if raw is not None:
+                detector.restore(decode(raw))
+
     def restore(self, data: bytes) -> None:
         """Load a checkpoint written by `snapshot` into this fresh shard."""
         snapshot = msgspec.msgpack.decode(data, type=ShardSnapshot)
@@ -353,6 +487,7 @@ class Shard:
         try:
             self._run(event, late)
         except Exception as error:  # never let one record stop the partition
+            self._dirty.add(event.account_id)  # it may have changed part of the account's state
             raw = msgspec.json.encode(event).decode()
             self._reject(Rejection("processing_error", f"{type(error).__name__}: {error}"), offset, raw)
 
@@ -497,6 +632,7 @@ class Shard:
         findings = self._findings
         for alert in alerts:
             findings.alerts.append(alert)
+            self._dirty.add(alert.account_id)  # its sessions are flagged below
             state = self.sessions.accounts.get(alert.account_id)
             if state is None:
                 continue

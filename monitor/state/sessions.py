@@ -256,6 +256,25 @@ class SessionTable:
                 self._expiry.add(ends, account.account_id, session.session_id)
                 self.open_sessions += 1
 
+    def replace(self, account_ids: list[str], accounts: list[AccountState]) -> None:
+        """Put checkpointed `accounts` in place of what `account_ids` had (a checkpoint delta):
+        an account named but not given has no live session any more."""
+        table = self.accounts
+        for account_id in account_ids:
+            previous = table.pop(account_id, None)
+            if previous is not None:
+                self.open_sessions -= len(previous.sessions)
+        # Entries the schedule still holds for replaced sessions are checked when due (`expire`).
+        for account in accounts:
+            sessions = account.sessions
+            if len(sessions) == 1 and type(sessions) is dict:
+                account.sessions = OneSession(*sessions.values())
+            table[account.account_id] = account
+            for session in account.sessions.values():
+                ends = session.expires_at(self.idle_timeout, self.max_duration)
+                self._expiry.add(ends, account.account_id, session.session_id)
+                self.open_sessions += 1
+
     def open(self, event: PortalEvent, account: AccountState, login_seen: bool = True) -> Session:
         """Open (or re-open on a repeated login) the event's session."""
         info = self._networks.lookup(event.ip) if event.ip else None
