@@ -135,7 +135,7 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
         parts.append(delivery_part(settings, store, gate, publishers, relays, metrics))
     checkpoints = None
     if store is not None and settings.checkpoint.enabled:
-        checkpoints = CheckpointStore(store, settings.source.group_id, settings.source.topic)
+        checkpoints = CheckpointStore(store, settings.source.group_id, settings.source.topic, settings.checkpoint)
     source = KafkaEventSource(settings.kafka, settings.source)
     if by_source:
         # The network stage's half: its own consumer group on the repartition topic, its state

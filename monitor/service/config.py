@@ -44,6 +44,7 @@ from monitor.places.geo import NetworkSettings, GeoIPSettings
 from monitor.places.risky import RiskyListSettings
 from monitor.places.shared_networks import SharedNetworkSettings
 from monitor.response import ApiSettings
+from monitor.service.checkpoints import CheckpointSettings
 from monitor.state.sessions import SessionSettings
 from monitor.store import PostgresSettings
 from monitor.support.redaction import redact_url, url_secrets
@@ -82,14 +83,6 @@ class ServiceSettings(Section):
 class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
-
-
-class CheckpointSettings(Section):
-    """Per-partition state checkpoints in PostgreSQL, written with the partition's offset."""
-
-    enabled: bool = True
-    interval: Seconds = Seconds(5)
-    every_events: int = 100_000
 
 
 class DetectorSettings(Section):

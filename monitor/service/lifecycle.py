@@ -143,11 +143,13 @@ class Service:
             if saved is None:
                 log.info("partition assigned without checkpoint", partition=partition)
                 continue
-            offset, state = saved
-            self.shards[partition].restore(state)
-            self.source.seek(partition, offset)
+            saved.restore(self.shards[partition])
+            self.source.seek(partition, saved.offset)
             self._checkpointed_at[partition] = time.time()
-            log.info("partition restored from checkpoint", partition=partition, offset=offset, bytes=len(state))
+            log.info(
+                "partition restored from checkpoint",
+                partition=partition, offset=saved.offset, bytes=saved.size, deltas=len(saved.deltas),
+            )
         self.assigned.update(partitions)
 
     async def _revoked(self, partitions: list[int]) -> None:
@@ -164,6 +166,8 @@ class Service:
             except Exception as error:
                 log.warning("checkpoint on revoke failed; the next owner resumes from the previous one", error=str(error))
         self.assigned.difference_update(partitions)
+        if self.checkpoints is not None:
+            self.checkpoints.forget(partitions)  # the next owner writes them now
         self.shards.revoke(partitions)
         for partition in partitions:
             self._checkpointed_at.pop(partition, None)
@@ -322,7 +326,13 @@ class Service:
         offsets = {p: s.commit_offset() for p, s in shards.items()}
         await self.delivery.flush_accounts()  # the registry first: committed offsets never run ahead of it
         if self.checkpoints is not None:
-            await self.checkpoints.save({p: (offsets[p], s.snapshot(), s.watermark) for p, s in shards.items()})
+            metrics = self.shards.metrics
+            started = time.perf_counter()
+            written = await self.checkpoints.save({p: (offsets[p], s) for p, s in shards.items()})
+            metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+            for piece in written.values():
+                metrics.checkpoints_written.labels(piece.kind).inc()
+                metrics.checkpoint_bytes.labels(piece.kind).inc(piece.size)
             now = time.time()
             for p in shards:
                 self._checkpointed_at[p] = now

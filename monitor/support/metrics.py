@@ -131,6 +131,24 @@ class Metrics:
             ["partition"],
             registry=registry,
         )
+        self.checkpoints_written = Counter(
+            "portal_monitor_checkpoints_total",
+            "Partition checkpoints written, by kind: a delta (what changed) or a full snapshot.",
+            ["kind"],
+            registry=registry,
+        )
+        self.checkpoint_bytes = Counter(
+            "portal_monitor_checkpoint_bytes_total",
+            "Bytes of shard state written to checkpoints, by kind (delta or full).",
+            ["kind"],
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            "portal_monitor_checkpoint_seconds",
+            "Time to take and write one checkpoint of every assigned partition (one transaction).",
+            buckets=BATCH_BUCKETS + (5.0, 10.0, 30.0),
+            registry=registry,
+        )
         self.last_commit = Gauge(
             "portal_monitor_last_commit_timestamp_seconds",
             "Wall-clock Unix time of the last successful offset commit.",
@@ -240,6 +258,9 @@ class Metrics:
         self.add_sinks(sink_names)
         for outcome in ("succeeded", "failed"):
             self.commits.labels(outcome)
+        for kind in ("delta", "full"):
+            self.checkpoints_written.labels(kind)
+            self.checkpoint_bytes.labels(kind)
 
     def add_tallies(self, detector_id: str, tallies: dict[str, int]) -> None:
         """A detector's counts of one batch (`Detector.take_tallies`) into its counter."""
