@@ -222,7 +222,7 @@ class CheckpointStore:
         view = memoryview(data)
         parts = [view[i : i + PART_BYTES] for i in range(0, max(len(data), 1), PART_BYTES)] or [view]
         kind = "full" if full else "delta"
-        await conn.executemany(SAVE_PIECE, [(*key, seq, n, kind, bytes(part)) for n, part in enumerate(parts)])
+        await conn.executemany(SAVE_PIECE, [(*key, seq, n, kind, part) for n, part in enumerate(parts)])
         base_seq = seq if full else chain.base_seq  # type: ignore[union-attr]
         await conn.execute(
             SAVE_HEADER, *key, offset, watermark if math.isfinite(watermark) else None, self.writer, base_seq, seq
