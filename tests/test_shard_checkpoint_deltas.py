@@ -129,3 +129,18 @@ def test_a_delta_from_a_newer_version_is_refused() -> None:
     shard = build_shard(case_settings(CASES / "two_live_sessions_two_networks"), 0)
     with pytest.raises(ValueError, match="delta version 99"):
         shard.apply_delta(msgspec.msgpack.encode([99, 0.0, 0.0, [], [], [], {}, {}]))
+
+
+def test_a_shard_never_checkpointed_tracks_no_changes() -> None:
+    """A replay never checkpoints: it must not remember every account it saw for a delta."""
+    shard = build_shard(case_settings(CASES / "two_live_sessions_two_networks"), 0)
+    line = '{{"event_id": "{n}", "type": "login_failed", "ts": "2026-03-02T08:00:00Z", "account_id": "guess-{n}", "ip": "81.2.69.1"}}'
+    shard.process([(n, line.format(n=n).encode()) for n in range(1, 1001)])
+    shard.drain()
+    assert not shard._dirty and not shard._unconfirmed
+    with pytest.raises(ValueError, match="needs a full checkpoint"):
+        shard.checkpoint(full=False)
+    shard.checkpoint(full=True)
+    shard.process([(1001, line.format(n=1001).replace("08:00:00", "08:05:00").encode())])
+    shard.drain()
+    assert shard._dirty == {"guess-1001"}

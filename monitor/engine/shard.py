@@ -175,7 +175,10 @@ class Shard:
         self._findings = Findings()
         # Incremental checkpoints: the accounts whose state changed since the last checkpoint
         # was taken (`_dirty`, gathered per batch from the findings, never per event), and
-        # those taken into a checkpoint not yet confirmed written (`_unconfirmed`).
+        # those taken into a checkpoint not yet confirmed written (`_unconfirmed`). Tracked only
+        # from the first checkpoint or restore on: a replay, which never checkpoints, would
+        # otherwise remember every account it saw.
+        self._tracking = False
         self._dirty: set[str] = set()
         self._unconfirmed: set[str] = set()
         self._ids_taken = 0
@@ -333,17 +336,24 @@ class Shard:
     def take_findings(self) -> Findings:
         """What the shard produced since the last call, handed over once."""
         closed = self.sessions.closed
+        tracking = self._tracking
         if closed:
             self._sessions_ended()
             dirty = self._dirty
             for session in closed:
-                dirty.add(session.account_id)
+                if tracking:
+                    dirty.add(session.account_id)
                 if session.flagged:
                     self._flag(session, ())
             closed.clear()
             self._ended_seen = 0
         findings, self._findings = self._findings, Findings()
-        self._dirty.update(findings.account_activity)  # every account an event ran for
+        for detector in self._keyed:  # taken each batch, so they do not pile up in a replay
+            forgotten = detector.take_forgotten()
+            if forgotten and tracking:
+                self._dirty.update(forgotten)
+        if tracking:
+            self._dirty.update(findings.account_activity)  # every account an event ran for
         return findings
 
     def take_tallies(self) -> list[tuple[str, dict[str, int]]]:
@@ -394,8 +404,12 @@ class Shard:
         `ShardDelta` of what changed since the last checkpoint confirmed by `checkpointed()`.
 
         Until confirmed, what this checkpoint took stays owed: if its write fails, the next
-        delta carries it again with whatever changed since.
+        delta carries it again with whatever changed since. A delta needs a full checkpoint
+        taken, or a checkpoint restored, before it.
         """
+        if not full and not self._tracking:
+            raise ValueError("a checkpoint delta needs a full checkpoint or a restore before it")
+        self._tracking = True
         self._collect_dirty()
         if self._dirty:
             self._unconfirmed |= self._dirty
@@ -471,6 +485,7 @@ class Shard:
         snapshot = msgspec.msgpack.decode(data, type=ShardSnapshot)
         if not 1 <= snapshot.version <= SNAPSHOT_VERSION:
             raise ValueError(f"checkpoint version {snapshot.version} is not 1 to {SNAPSHOT_VERSION}")
+        self._tracking = True  # the next checkpoint may be a delta over this one
         self.watermark = snapshot.watermark
         self.max_event_time = snapshot.max_event_time
         self.redeliveries.load(snapshot.recent_event_ids)
@@ -487,7 +502,8 @@ class Shard:
         try:
             self._run(event, late)
         except Exception as error:  # never let one record stop the partition
-            self._dirty.add(event.account_id)  # it may have changed part of the account's state
+            if self._tracking:
+                self._dirty.add(event.account_id)  # it may have changed part of the account's state
             raw = msgspec.json.encode(event).decode()
             self._reject(Rejection("processing_error", f"{type(error).__name__}: {error}"), offset, raw)
 
@@ -632,7 +648,8 @@ class Shard:
         findings = self._findings
         for alert in alerts:
             findings.alerts.append(alert)
-            self._dirty.add(alert.account_id)  # its sessions are flagged below
+            if self._tracking:
+                self._dirty.add(alert.account_id)  # its sessions are flagged below
             state = self.sessions.accounts.get(alert.account_id)
             if state is None:
                 continue
