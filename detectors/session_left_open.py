@@ -89,6 +89,7 @@ class SessionLeftOpen(Detector):
         self.idle_timeout = float(context.sessions.idle_timeout)
         self.accounts: dict[str, Streak] = {}
         self._prune_at = 0.0
+        self._forgotten: list[str] = []
 
     def on_sessions_ended(self, sessions: Sequence[Session]) -> list[Alert] | None:
         staff = [s for s in sessions if s.portal == "schools" and s.close_reason in LEFT_OPEN]
@@ -140,6 +141,7 @@ class SessionLeftOpen(Detector):
         ]
         for account_id in stale:
             del self.accounts[account_id]
+        self._forgotten.extend(stale)
 
     def _alert(self, session: Session, left: list[LeftOpen]) -> Alert:
         first, last = left[0], left[-1]
@@ -181,11 +183,27 @@ class SessionLeftOpen(Detector):
         )
 
     def snapshot(self) -> Any:
-        return {"accounts": self.accounts, "prune_at": self._prune_at} if self.accounts else None
+        return self.accounts or None
 
     def restore(self, state: Any) -> None:
-        if not state:
-            self.accounts, self._prune_at = {}, 0.0
-            return
-        self.accounts = msgspec.convert(state["accounts"], dict[str, Streak])
-        self._prune_at = float(state["prune_at"])
+        """Load a checkpoint: the streaks by account (or, as written before incremental
+        checkpoints, {"accounts": streaks, "prune_at": time}). When to prune next is not kept:
+        pruning drops only what can no longer count, so doing it early changes no alert."""
+        self._prune_at, self._forgotten = 0.0, []
+        if state and isinstance(state.get("accounts"), dict) and isinstance(state.get("prune_at"), (int, float)):
+            state = state["accounts"]
+        self.accounts = msgspec.convert(state, dict[str, Streak]) if state else {}
+
+    def accounts_state(self) -> dict[str, Streak]:
+        return self.accounts
+
+    def restore_accounts(self, account_ids: Sequence[str], entries: Any) -> None:
+        accounts = self.accounts
+        for account_id in account_ids:
+            accounts.pop(account_id, None)
+        if entries:
+            accounts.update(msgspec.convert(entries, dict[str, Streak]))
+
+    def take_forgotten(self) -> list[str]:
+        forgotten, self._forgotten = self._forgotten, []
+        return forgotten

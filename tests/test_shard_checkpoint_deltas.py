@@ -144,3 +144,12 @@ def test_a_shard_never_checkpointed_tracks_no_changes() -> None:
     shard.process([(1001, line.format(n=1001).replace("08:00:00", "08:05:00").encode())])
     shard.drain()
     assert shard._dirty == {"guess-1001"}
+
+
+def test_session_left_open_restores_the_format_written_before_deltas() -> None:
+    shard = build_shard(case_settings(CASES / "two_live_sessions_two_networks"), 0)
+    detector = next(d for d in shard.detectors if d.id == "session_left_open")
+    old = {"accounts": {"staff-1": [[["s1", 1.0, 2.0, "idle_timeout", None, 3]], 0.0]}, "prune_at": 86400.0}
+    detector.restore(msgspec.msgpack.decode(msgspec.msgpack.encode(old)))
+    assert list(detector.accounts) == ["staff-1"] and detector.accounts["staff-1"].sessions[0].session_id == "s1"
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(detector.snapshot())) == {"staff-1": old["accounts"]["staff-1"]}
