@@ -83,7 +83,7 @@ def test_five_million_accounts_level_off(tmp_path: Path) -> None:
     # than a fifth of what those accounts' new_country histories alone (about 150 B each)
     # would add without eviction. What it does grow by is the process's bounded caches filling
     # (GeoIP, networks, shared-network sketches) and the allocator; 5,000,000 accounts measured
-    # 298 MiB at 1,000,000 and 355 MiB at the end (+42 MiB, where the bound is 95).
+    # 291 MiB at 1,000,000 and 346 MiB at the end (+40 MiB from the third, where the bound is 95).
     plateau = [rss for n, rss, *_ in samples if n >= ACCOUNTS / 3]
     growth = plateau[-1] - plateau[0]
     without_eviction = (ACCOUNTS * 2 / 3) * 150 / (1 << 20)
