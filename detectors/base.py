@@ -81,7 +81,7 @@ class Detector:
         return None
 
     def restore(self, state: Any) -> None:
-        """Load what `snapshot` returned."""
+        """Load what `snapshot` returned; None (a checkpoint delta's "nothing held now"): empty."""
 
     # -- per-account state, for incremental checkpoints --------------------------------------
 

@@ -184,7 +184,7 @@ class BruteForce(Detector):
         return list(self.attempts.items()) or None
 
     def restore(self, state: Any) -> None:
-        self.attempts = dict(msgspec.convert(state, list[tuple[str, Attempts]]))
+        self.attempts = dict(msgspec.convert(state, list[tuple[str, Attempts]])) if state else {}
 
 
 def _expired_prefix(table: dict[str, Attempts], horizon: float):

@@ -299,6 +299,9 @@ class PasswordSpray:
         return [list(self.windows.items()), list(self.episodes.items())]
 
     def restore(self, state: Any) -> None:
+        if not state:  # a checkpoint delta's "nothing held now"
+            self.windows, self.episodes = {}, {}
+            return
         windows, episodes = msgspec.convert(state, tuple[list[tuple[str, Window]], list[tuple[str, Episode]]])
         self.windows = dict(windows)
         self.episodes = dict(episodes)

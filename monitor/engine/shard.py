@@ -60,7 +60,8 @@ class ShardDelta(msgspec.Struct, array_like=True):
     `changed` names every account whose state may differ; for each, its session-table entry
     (in `accounts`, absent when it has no live session) and each keyed detector's entry (in
     `keyed`, absent when it has none) replace what the earlier checkpoint held. Detectors that
-    keep no per-account mapping are written whole (`detectors`); `new_event_ids` are the
+    keep no per-account mapping are written whole (`detectors`; None when their `snapshot()` is,
+    restored as `restore(None)`: empty); `new_event_ids` are the
     redelivery window's ids added since, oldest first.
     """
 
@@ -446,9 +447,8 @@ class Shard:
             if entries is not None:
                 keyed[detector.id] = msgspec.Raw(encode({a: entries[a] for a in names if a in entries}))
                 continue
-            state = detector.snapshot()
-            if state is not None:
-                detectors[detector.id] = msgspec.Raw(encode(state))
+            # Whole, and None too: a state that became empty must reach the restored copy as such.
+            detectors[detector.id] = msgspec.Raw(encode(detector.snapshot()))
         return encode(
             ShardDelta(
                 version=DELTA_VERSION,
