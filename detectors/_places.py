@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from monitor.contract.alerts import utc
+from monitor.contract.durations import in_words
 from monitor.places.geoip import Location
 
 EARTH_RADIUS_KM = 6371.0088
@@ -44,14 +45,4 @@ def place_evidence(location: Location | None, ip: str, at: float, session_id: st
     return place
 
 
-def duration(seconds: float) -> str:
-    """"3 days", "1 h 30 min", "15 min", "40 s"."""
-    seconds = max(0.0, seconds)
-    if seconds >= 2 * 86400:
-        return f"{seconds / 86400:.0f} days"
-    if seconds >= 3600:
-        hours, minutes = divmod(round(seconds / 60), 60)
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if seconds >= 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds:.0f} s"
+duration = in_words  # the one wording of a duration (monitor.contract.durations)

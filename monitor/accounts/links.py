@@ -17,14 +17,13 @@ it. Rows that cannot be used are rejected with their line and reason, like the r
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from datetime import datetime, timezone
 from typing import Iterator
 
 import msgspec
 
-from monitor.accounts.roster import MAX_ID, MAX_TEXT, Rejections, RosterError, _Rejected, parse_time
+from monitor.accounts.roster import MAX_ID, MAX_TEXT, CsvRows, Rejections, _Rejected, parse_time
 
 COLUMNS: tuple[str, ...] = ("account_id", "pupil_id")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("status", "reason", "since")
@@ -55,79 +54,26 @@ class LinkEvent(msgspec.Struct, omit_defaults=True):
     reason: str | None = None
 
 
-class LinksReader:
+class LinksReader(CsvRows):
     """Streams the rows of a links file as events; rejected rows are collected in `rejections`."""
 
+    columns = COLUMNS
+    optional = OPTIONAL_COLUMNS
+
     def __init__(self, path: str, now: float, rejections: Rejections | None = None) -> None:
-        self.path = path
         self.now = now
-        self.rejections = rejections if rejections is not None else Rejections()
-        self.rows_read = 0
-        try:
-            self._file = open(path, "r", encoding="utf-8-sig", errors="replace", newline="")
-        except OSError as error:
-            raise RosterError(f"cannot read {path}: {error.strerror}") from None
-        try:
-            self._reader = csv.reader(self._file)
-            header = next(self._reader, None)
-        except (csv.Error, OSError) as error:
-            self._file.close()
-            raise RosterError(f"cannot read {path}: {error}") from None
-        if header is None:
-            self._file.close()
-            raise RosterError(f"{path} is empty: expected a header row with {', '.join(COLUMNS)}")
-        names = [name.strip().lower() for name in header]
-        missing = [column for column in COLUMNS if column not in names]
-        if missing:
-            self._file.close()
-            raise RosterError(
-                f"{path}: the header row lacks {', '.join(missing)} "
-                f"(found: {', '.join(names) or 'nothing'}; expected {', '.join(COLUMNS)}, optionally "
-                f"{', '.join(OPTIONAL_COLUMNS)})"
-            )
-        self._width = len(names)
-        self._at = {name: names.index(name) for name in COLUMNS + OPTIONAL_COLUMNS if name in names}
-
-    def __enter__(self) -> "LinksReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._file.close()
+        super().__init__(path, rejections)
 
     def __iter__(self) -> Iterator[LinkEvent]:
-        reader = self._reader
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                self.rows_read += 1
-                self.rejections.add(reader.line_num, "wrong_field_count", f"not valid CSV: {error}")
-                continue
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            self.rows_read += 1
-            line = reader.line_num
-            try:
-                yield self._event(fields)
-            except _Rejected as rejected:
-                self.rejections.add(line, rejected.reason, rejected.detail)
+        return super().__iter__()
 
     def records(self) -> Iterator[bytes]:
         """The events as JSON lines (without the newline)."""
         for event in self:
             yield _encode(event)
 
-    def _event(self, fields: list[str]) -> LinkEvent:
-        if len(fields) != self._width:
-            raise _Rejected("wrong_field_count", f"expected {self._width} fields, found {len(fields)}")
-        if any("\ufffd" in field for field in fields):
-            raise _Rejected("not_utf8", "the row is not valid UTF-8")
-        at = self._at
+    def _row(self, line: int, fields: list[str]) -> LinkEvent:
+        at = self._fields(fields)
         account_id = fields[at["account_id"]].strip()
         if not account_id:
             raise _Rejected("missing_account_id", "account_id is empty")

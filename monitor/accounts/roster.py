@@ -107,8 +107,14 @@ def parse_time(text: str, column: str) -> float | None:
     return value.timestamp()
 
 
-class RosterReader:
-    """Streams the rows of a roster file; rejected rows are collected in `rejections`."""
+class CsvRows:
+    """Streams a CSV file with a header row: opens it, checks the header names the `columns`
+    (and finds the `optional` ones), and yields what `_row(line, fields)` makes of each row;
+    rows it rejects (`_Rejected`) are collected in `rejections` with their line numbers.
+    The roster (`RosterReader`) and the pupil links (`monitor.accounts.links.LinksReader`)."""
+
+    columns: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
 
     def __init__(self, path: str, rejections: Rejections | None = None) -> None:
         self.path = path
@@ -126,19 +132,20 @@ class RosterReader:
             raise RosterError(f"cannot read {path}: {error}") from None
         if header is None:
             self._file.close()
-            raise RosterError(f"{path} is empty: expected a header row with {', '.join(COLUMNS)}")
+            raise RosterError(f"{path} is empty: expected a header row with {', '.join(self.columns)}")
         names = [name.strip().lower() for name in header]
-        missing = [column for column in COLUMNS if column not in names]
+        missing = [column for column in self.columns if column not in names]
         if missing:
             self._file.close()
+            also = f", optionally {', '.join(self.optional)}" if self.optional else ""
             raise RosterError(
                 f"{path}: the header row lacks {', '.join(missing)} "
-                f"(found: {', '.join(names) or 'nothing'}; expected {', '.join(COLUMNS)})"
+                f"(found: {', '.join(names) or 'nothing'}; expected {', '.join(self.columns)}{also})"
             )
         self._width = len(names)
-        self._at = {name: names.index(name) for name in COLUMNS + OPTIONAL_COLUMNS if name in names}
+        self._at = {name: names.index(name) for name in self.columns + self.optional if name in names}
 
-    def __enter__(self) -> "RosterReader":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -147,7 +154,7 @@ class RosterReader:
     def close(self) -> None:
         self._file.close()
 
-    def __iter__(self) -> Iterator[RosterRow]:
+    def __iter__(self):
         reader = self._reader
         while True:
             try:
@@ -167,12 +174,29 @@ class RosterReader:
             except _Rejected as rejected:
                 self.rejections.add(line, rejected.reason, rejected.detail)
 
-    def _row(self, line: int, fields: list[str]) -> RosterRow:
+    def _fields(self, fields: list[str]) -> dict[str, int]:
+        """Checks every row shares: its width and its encoding; the column positions."""
         if len(fields) != self._width:
             raise _Rejected("wrong_field_count", f"expected {self._width} fields, found {len(fields)}")
         if any("\ufffd" in field for field in fields):
             raise _Rejected("not_utf8", "the row is not valid UTF-8")
-        at = self._at
+        return self._at
+
+    def _row(self, line: int, fields: list[str]):
+        raise NotImplementedError  # each reader says what a row becomes
+
+
+class RosterReader(CsvRows):
+    """Streams the rows of a roster file; rejected rows are collected in `rejections`."""
+
+    columns = COLUMNS
+    optional = OPTIONAL_COLUMNS
+
+    def __iter__(self) -> Iterator[RosterRow]:
+        return super().__iter__()
+
+    def _row(self, line: int, fields: list[str]) -> RosterRow:
+        at = self._fields(fields)
         account_id = fields[at["account_id"]].strip()
         if not account_id:
             raise _Rejected("missing_account_id", "account_id is empty")

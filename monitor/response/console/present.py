@@ -13,6 +13,7 @@ import math
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from monitor.contract.durations import in_words
 from monitor.contract.alerts import SEVERITIES
 
 COUNT_KEYS = ("count", "observed", "items", "items_viewed", "records", "pupils", "distinct_pupils")
@@ -29,18 +30,8 @@ SESSION_FIELDS = (
 
 
 def duration(seconds: float | None) -> str:
-    """"2 days", "1 h 30 min", "15 min", "40 s"."""
-    if seconds is None:
-        return "?"
-    seconds = max(0.0, float(seconds))
-    if seconds >= 2 * 86400:
-        return f"{seconds / 86400:.0f} days"
-    if seconds >= 3600:
-        hours, minutes = divmod(round(seconds / 60), 60)
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if seconds >= 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds:.0f} s"
+    """"2 days", "1 h 30 min", "15 min", "40 s"; "?" when unknown."""
+    return "?" if seconds is None else in_words(seconds)
 
 
 def _number(value: Any) -> float | None:
