@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
+import msgspec
+
 from monitor.contract.accounts import Restriction
 from monitor.contract.alerts import Alert
 from monitor.contract.events import PortalEvent
@@ -105,3 +107,15 @@ class Detector:
     def take_forgotten(self) -> Sequence[str]:
         """The accounts whose entries were dropped (evicted) since the last call."""
         return ()
+
+
+def snapshots(detectors: "Sequence[Detector]") -> dict[str, msgspec.Raw]:
+    """Each detector's `snapshot()` encoded (msgpack), by id; those with nothing to keep left out.
+    What a shard's and the network stage's checkpoints carry of their detectors."""
+    encode = msgspec.msgpack.encode
+    states = {}
+    for detector in detectors:
+        state = detector.snapshot()
+        if state is not None:
+            states[detector.id] = msgspec.Raw(encode(state))
+    return states

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import msgspec
 
+from detectors.base import snapshots
 from monitor.contract.durations import Seconds
 from monitor.contract.outcomes import LoginOutcome
 from monitor.engine.findings import NO_WATERMARK, DeadLetter, Findings
@@ -188,13 +189,8 @@ class NetworkStage:
         return min(buffered) if buffered else self._next_offset
 
     def snapshot(self) -> bytes:
-        encode = msgspec.msgpack.encode
-        detectors = {}
-        for detector in self.detectors:
-            state = detector.snapshot()
-            if state is not None:
-                detectors[detector.id] = msgspec.Raw(encode(state))
-        return encode(
+        detectors = snapshots(self.detectors)
+        return msgspec.msgpack.encode(
             StageSnapshot(
                 version=SNAPSHOT_VERSION,
                 watermark=self.watermark,

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import msgspec
 
-from detectors.base import IP_CHANGED, Detector
+from detectors.base import IP_CHANGED, Detector, snapshots
 from monitor.contract.accounts import STATUS_EVENTS, AccountActivity, DormancyMark, StatusChange
 from monitor.contract.alerts import Alert
 from monitor.engine.findings import ACCESS_SLOT, NO_WATERMARK, FlaggedSession, Findings, ViewedItemRecord, dead_letter
@@ -383,13 +383,8 @@ class Shard:
 
     def snapshot(self) -> bytes:
         """The shard's state for a checkpoint, to be stored with `commit_offset()`."""
-        encode = msgspec.msgpack.encode
-        detectors = {}
-        for detector in self.detectors:
-            state = detector.snapshot()
-            if state is not None:
-                detectors[detector.id] = msgspec.Raw(encode(state))
-        return encode(
+        detectors = snapshots(self.detectors)
+        return msgspec.msgpack.encode(
             ShardSnapshot(
                 version=SNAPSHOT_VERSION,
                 watermark=self.watermark,
