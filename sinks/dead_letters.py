@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
+import msgspec
+
 from monitor.engine.findings import DeadLetter, Findings
 from sinks.records import FileRecords, KafkaRecords
 
@@ -25,8 +27,9 @@ class FileDeadLetters(FileRecords):
 
     name = "dead_letters"
 
-    def select(self, findings: Findings) -> Sequence[DeadLetter]:
-        return findings.dead_letters
+    def select(self, findings: Findings) -> Sequence[dict]:
+        # From a file the offset is the line number: written as `line` too, to say where to look.
+        return [{"line": letter.offset, **msgspec.structs.asdict(letter)} for letter in findings.dead_letters]
 
 
 class KafkaDeadLetters(KafkaRecords):

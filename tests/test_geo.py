@@ -358,7 +358,7 @@ def test_networks_list_from_events(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "195.194.120.10/32" in out and "Amsterdam, NL, AS64510 Schools Web Filtering Ltd" in out
     assert "81.2.69.10/32" not in out
     assert main(["networks", "list", "--config", str(config), "--from-events", "events.jsonl", "--json", "--all"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = json.loads(capsys.readouterr().out)  # -o json: one array
     nat = rows[0]
     assert (nat["network"], nat["accounts"], nat["shared"], nat["country"]) == ("195.194.120.10/32", 50, True, "NL")
     assert any(not row["shared"] for row in rows)
@@ -368,8 +368,8 @@ def test_geoip_write_demo_and_lookup(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["geoip", "write-demo", str(tmp_path)]) == 0
     config = tmp_path / "geoip.toml"
     config.write_text(capsys.readouterr().out)
-    assert main(["geoip", "lookup", "--config", str(config), "89.238.130.1"]) == 0
-    row = json.loads(capsys.readouterr().out)
+    assert main(["geoip", "lookup", "--config", str(config), "89.238.130.1", "-o", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
     assert row["location"]["country"] == "NL" and row["risky"]["kind"] == "vpn"
 
 

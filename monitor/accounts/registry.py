@@ -69,14 +69,19 @@ class AccountRegistry(Protocol):
         ...
 
 
-async def import_roster_file(registry: AccountRegistry, path: str, now: float, rejections: Rejections | None = None):
-    """Import a roster CSV into `registry`; the report. Raises `RosterError` if the file cannot be read."""
+async def import_roster_file(
+    registry: AccountRegistry, path: str, now: float, rejections: Rejections | None = None, watch=None
+):
+    """Import a roster CSV into `registry`; the report. Raises `RosterError` if the file cannot be read.
+    `watch(reader)`, if given, is called with the `RosterReader` first (progress reads `rows_read`)."""
     import time
 
     from monitor.accounts.roster import ImportReport, RosterReader
 
     started = time.perf_counter()
     with RosterReader(path, rejections) as reader:
+        if watch is not None:
+            watch(reader)
         counts = await registry.import_roster(reader, reader.rejections, now)
     rejected = reader.rejections
     return ImportReport(

@@ -11,8 +11,12 @@ from datetime import datetime, timezone
 
 import msgspec
 
+from monitor.commands._shared import add_output_argument, fail, log_level, plain, print_item, print_rows, store_problem
 from monitor.contract.accounts import STATUSES, Account
 from monitor.service.config import load_settings
+
+LIST_COLUMNS = ("account_id", "portal", "status", "idle_since", "idle_days", "last_login_at", "status_reason")
+ACTION_COLUMNS = ("account_id", "portal", "action", "reason", "alert_id", "ts")
 
 DAY = 86400.0
 
@@ -41,7 +45,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     imp.add_argument("roster", metavar="FILE.csv")
     imp.add_argument("--rejects", metavar="FILE", help="also write every rejected row (line,reason,detail) to this CSV")
-    imp.add_argument("--format", choices=("text", "json"), default="text", help="format of the report (stdout)")
+    add_output_argument(imp)
+    imp.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     add_config_argument(imp)
     imp.set_defaults(func=import_roster)
 
@@ -67,13 +72,13 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     lst.add_argument("--status", choices=STATUSES, help="only accounts with this status")
     lst.add_argument("--portal", choices=("schools", "parent"), help="only accounts of this portal")
     lst.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    lst.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON object per line")
+    add_output_argument(lst)
     add_config_argument(lst)
     lst.set_defaults(func=list_accounts)
 
     show = commands.add_parser("show", help="one account: status, last login, recent alerts")
     show.add_argument("account_id", metavar="ID")
-    show.add_argument("--format", choices=("text", "json"), default="text")
+    add_output_argument(show)
     add_config_argument(show)
     show.set_defaults(func=show_account)
 
@@ -84,6 +89,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "and that the portal has not disabled yet, exactly as published on the portal.actions topic.",
     )
     actions.add_argument("--limit", type=int, default=100_000)
+    add_output_argument(actions, default="jsonl", extra=("jsonl",))
     add_config_argument(actions)
     actions.set_defaults(func=list_actions)
 
@@ -94,15 +100,13 @@ async def _registry(args: argparse.Namespace):
     from monitor.support.logging import configure_logging
 
     settings = load_settings(args.config)
-    configure_logging("warning", settings.logging.format)  # stdout is for the command's output
-    pool = await store.connect(settings.postgres)
-    await store.migrate(pool)
+    configure_logging(log_level(args, "warning"), settings.logging.format)  # stdout is for the command's output
+    pool = await store.connect(settings.postgres)  # never migrates: `portal-monitor migrate` does
     return PostgresRegistry(pool)
 
 
 def _fail(message: str) -> int:
-    print(f"portal-monitor: {message}", file=sys.stderr)
-    return 1
+    return fail(message)
 
 
 async def _connected(args: argparse.Namespace):
@@ -113,12 +117,17 @@ async def _connected(args: argparse.Namespace):
 
         if isinstance(error, ConfigError):
             raise
-        return None, f"cannot reach the store: {type(error).__name__}: {error}"
+        from monitor.store import StoreUnreachable
+
+        if isinstance(error, StoreUnreachable):
+            return None, str(error)
+        return None, store_problem(error) or f"cannot reach the store: {type(error).__name__}: {error}"
 
 
 async def import_roster(args: argparse.Namespace) -> int:
     from monitor.accounts.registry import import_roster_file
     from monitor.accounts.roster import Rejections, RosterError, RosterReader
+    from monitor.commands._progress import Progress, ticking
 
     try:  # read the header before connecting: a file that cannot be read fails fast
         RosterReader(args.roster).close()
@@ -135,24 +144,27 @@ async def import_roster(args: argparse.Namespace) -> int:
     registry, problem = await _connected(args)
     if registry is None:
         return _fail(problem)  # type: ignore[arg-type]
+    progress = Progress(f"accounts import {args.roster}", "rows", enabled=not args.no_progress)
+    readers: list = []
     try:
         rejections = Rejections(also=(lambda row: writer.writerow(msgspec.structs.astuple(row))) if writer else None)
-        report = await import_roster_file(registry, args.roster, time.time(), rejections)
+        async with ticking(progress, lambda: (readers[0].rows_read if readers else 0, None)):
+            report = await import_roster_file(registry, args.roster, time.time(), rejections, watch=readers.append)
     except RosterError as error:
         return _fail(str(error))
     finally:
         await registry.pool.close()
         if rejects is not None:
             rejects.close()
-    if args.format == "json":
+    progress.finish(report.rows_read, f"{report.rejected:,} rejected")
+    if args.output == "json":
         print(msgspec.json.encode(report).decode())
+    elif args.output == "csv":
+        print_rows([msgspec.to_builtins(report)], ("path", "rows_read", "new", "updated", "unchanged", "rejected",
+                                                  "seconds"), "csv")
     else:
         print(report.render())
     return 0
-
-
-def _when(at: float | None) -> str:
-    return "-" if at is None else f"{datetime.fromtimestamp(at, timezone.utc):%Y-%m-%d %H:%M}Z"
 
 
 def _plain(account: Account, now: float) -> dict:
@@ -175,8 +187,9 @@ def _plain(account: Account, now: float) -> dict:
     }
 
 
-def _iso(at: float | None) -> str | None:
-    return None if at is None else datetime.fromtimestamp(at, timezone.utc).isoformat().replace("+00:00", "Z")
+def _iso(at: float | None) -> datetime | None:
+    """A Unix time as a UTC datetime, printed in RFC 3339 by the output helpers."""
+    return None if at is None else datetime.fromtimestamp(at, timezone.utc)
 
 
 async def list_accounts(args: argparse.Namespace) -> int:
@@ -185,23 +198,14 @@ async def list_accounts(args: argparse.Namespace) -> int:
         return _fail(problem)  # type: ignore[arg-type]
     try:
         accounts = await registry.list(args.status, args.portal, args.limit)
+    except Exception as error:  # noqa: BLE001 - asyncpg's errors, said in one line
+        return _fail(store_problem(error) or f"store error: {type(error).__name__}: {error}")
     finally:
         await registry.pool.close()
     now = time.time()
-    if args.format == "json":
-        for account in accounts:
-            print(json.dumps(_plain(account, now)))
-        return 0
-    header = f"{'ACCOUNT':<24} {'PORTAL':<8} {'STATUS':<9} {'IDLE SINCE':<18} {'IDLE DAYS':>9}  {'LAST LOGIN':<18} REASON"
-    print(header)
-    for a in accounts:
-        idle = a.idle_since
-        days = "-" if idle is None else f"{(now - idle) / DAY:.0f}"
-        print(
-            f"{a.account_id:<24} {a.portal or '-':<8} {a.status:<9} {_when(idle):<18} {days:>9}  "
-            f"{_when(a.last_login_at):<18} {a.status_reason or ''}"
-        )
-    print(f"{len(accounts)} account(s)", file=sys.stderr)
+    print_rows([_plain(account, now) for account in accounts], LIST_COLUMNS, args.output)
+    if args.output == "table":
+        print(f"{len(accounts)} account(s)", file=sys.stderr)
     return 0
 
 
@@ -212,26 +216,27 @@ async def show_account(args: argparse.Namespace) -> int:
     try:
         account = await registry.get(args.account_id)
         alerts = await registry.recent_alerts(args.account_id) if account is not None else []
+    except Exception as error:  # noqa: BLE001 - asyncpg's errors, said in one line
+        return _fail(store_problem(error) or f"store error: {type(error).__name__}: {error}")
     finally:
         await registry.pool.close()
     if account is None:
         return _fail(f"no account {args.account_id!r} in the registry")
-    plain = _plain(account, time.time())
-    plain["recent_alerts"] = [
-        {"alert_id": a["alert_id"], "detector": a["detector"], "severity": a["severity"],
-         "ts": a["ts"].isoformat().replace("+00:00", "Z"), "summary": a["summary"]}
+    data = _plain(account, time.time())
+    recent = [
+        {"alert_id": a["alert_id"], "detector": a["detector"], "severity": a["severity"], "ts": a["ts"],
+         "summary": a["summary"]}
         for a in alerts
     ]
-    if args.format == "json":
-        print(json.dumps(plain, indent=2))
+    fields = list(data)
+    if args.output != "table":
+        data["recent_alerts"] = recent
+        print_item(data, fields, args.output)
         return 0
-    width = max(len(key) for key in plain)
-    for key, value in plain.items():
-        if key != "recent_alerts":
-            print(f"{key:<{width}}  {'-' if value is None else value}")
-    print(f"recent alerts ({len(alerts)}):" if alerts else "recent alerts: none")
-    for a in plain["recent_alerts"]:
-        print(f"  {a['ts']}  {a['severity']:<8} {a['detector']:<22} {a['summary']}")
+    print_item(data, fields, "table")
+    print(f"\nrecent alerts ({len(recent)}):" if recent else "\nrecent alerts: none")
+    if recent:
+        print_rows(recent, ("ts", "severity", "detector", "alert_id", "summary"), "table")
     return 0
 
 
@@ -243,20 +248,25 @@ async def list_actions(args: argparse.Namespace) -> int:
         return _fail(problem)  # type: ignore[arg-type]
     try:
         accounts = await registry.list("dormant", None, args.limit)
+    except Exception as error:  # noqa: BLE001 - asyncpg's errors, said in one line
+        return _fail(store_problem(error) or f"store error: {type(error).__name__}: {error}")
     finally:
         await registry.pool.close()
     encode = msgspec.json.Encoder().encode
-    count = 0
+    actions = []
     for a in accounts:
         if a.dormant_alert_id is None or a.status_at is None:
             continue  # dormant by the roster's word, not by an alert of ours: the portal knows
-        action = pending_action(
+        actions.append(pending_action(
             a.account_id, a.portal, a.status_reason or "", a.dormant_alert_id,
             datetime.fromtimestamp(a.status_at, timezone.utc),
-        )
-        sys.stdout.write(encode(action).decode() + "\n")
-        count += 1
-    print(f"{count} action(s) pending", file=sys.stderr)
+        ))
+    if args.output == "jsonl":  # exactly as published on the portal.actions topic
+        for action in actions:
+            sys.stdout.write(encode(action).decode() + "\n")
+    else:
+        print_rows([plain(action) for action in actions], ACTION_COLUMNS, args.output)
+    print(f"{len(actions)} action(s) pending", file=sys.stderr)
     return 0
 
 

@@ -8,7 +8,7 @@ import sys
 from monitor.response import queries as responder
 from monitor.contract.alerts import SEVERITIES
 from monitor.commands._shared import (
-    actor, add_actor_argument, add_common_arguments, print_fields, print_json, print_rows, run_with_store,
+    actor, add_actor_argument, add_common_arguments, detector_name, print_fields, print_json, print_rows, run_with_store,
 )
 
 LIST_COLUMNS = ("alert_id", "ts", "detector", "severity", "account_id", "source", "status", "repeat_count", "summary")
@@ -32,7 +32,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     add_common_arguments(listing)
     listing.add_argument("--since", help="RFC 3339 time, date, or age such as 24h or 7d")
     listing.add_argument("--until", help="RFC 3339 time or date (exclusive)")
-    listing.add_argument("--detector", help="only this detector")
+    listing.add_argument("--detector", type=detector_name, help="only this detector (its id, e.g. impossible_travel)")
     listing.add_argument("--severity", choices=SEVERITIES, help="only this severity")
     listing.add_argument("--account", help="only this account id")
     listing.add_argument(
@@ -77,7 +77,7 @@ async def list_alerts(args: argparse.Namespace) -> int:
             status=args.status,
             limit=responder.check_limit(args.limit, maximum=100_000),
         )
-        print_rows(rows, LIST_COLUMNS, args.format, widths={"summary": 70, "ts": 20})
+        print_rows(rows, LIST_COLUMNS, args.output)
         return 0
 
     return await run_with_store(args, action)
@@ -100,12 +100,12 @@ def print_alert(alert: dict, fmt: str) -> None:
     ):
         if rows:
             print(f"\n{title}:")
-            print_rows(rows, columns, "table", widths={"note": 60, "last_error": 60})
+            print_rows(rows, columns, "table")
 
 
 async def show_alert(args: argparse.Namespace) -> int:
     async def action(pool) -> int:
-        print_alert(await responder.get_alert(pool, args.alert_id), args.format)
+        print_alert(await responder.get_alert(pool, args.alert_id), args.output)
         return 0
 
     return await run_with_store(args, action)
@@ -114,10 +114,10 @@ async def show_alert(args: argparse.Namespace) -> int:
 async def ack_alert(args: argparse.Namespace) -> int:
     async def action(pool) -> int:
         alert = await responder.acknowledge(pool, args.alert_id, actor(args), args.note)
-        if args.format == "table":
+        if args.output == "table":
             print(f"acknowledged {alert['alert_id']} ({alert['detector']}, {alert['account_id']})", file=sys.stdout)
         else:
-            print_alert(alert, args.format)
+            print_alert(alert, args.output)
         return 0
 
     return await run_with_store(args, action)
@@ -126,10 +126,10 @@ async def ack_alert(args: argparse.Namespace) -> int:
 async def resolve_alert(args: argparse.Namespace) -> int:
     async def action(pool) -> int:
         alert = await responder.resolve(pool, args.alert_id, actor(args), args.verdict, args.note)
-        if args.format == "table":
+        if args.output == "table":
             print(f"resolved {alert['alert_id']} as {alert['verdict']}")
         else:
-            print_alert(alert, args.format)
+            print_alert(alert, args.output)
         return 0
 
     return await run_with_store(args, action)

@@ -7,7 +7,10 @@ import json
 
 import msgspec
 
+from monitor.commands._shared import add_output_argument, fail, print_rows
 from monitor.service.config import load_settings
+
+LOOKUP_COLUMNS = ("ip", "country", "place", "network", "radius_km", "risky")
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -27,6 +30,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "its ASN and organisation, and the risky-network list it is on.",
     )
     add_config_argument(lookup)
+    add_output_argument(lookup)
     lookup.add_argument("ips", nargs="+", metavar="IP")
     lookup.set_defaults(func=lookup_ips)
     demo = actions.add_parser(
@@ -41,21 +45,42 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def lookup_ips(args: argparse.Namespace) -> int:
+    import ipaddress
+
     from monitor.places.geo import GeoServices
 
+    for ip in args.ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            return fail(f"not an IP address: {ip!r}", 2)
     geo = GeoServices.from_settings(load_settings(args.config))
+    rows = []
     for ip in args.ips:
         location = geo.lookup(ip)
         match = geo.risky.match(ip, location)
-        print(
-            json.dumps(
-                {
-                    "ip": ip,
-                    "location": msgspec.to_builtins(location) if location is not None else None,
-                    "risky": match._asdict() if match is not None else None,
-                }
-            )
+        rows.append(
+            {
+                "ip": ip,
+                "location": msgspec.to_builtins(location) if location is not None else None,
+                "risky": match._asdict() if match is not None else None,
+            }
         )
+    if args.output == "json":
+        print_rows(rows, (), "json")
+        return 0
+    flat = [
+        {
+            "ip": row["ip"],
+            "country": location.country if location is not None else None,
+            "place": location.place() if location is not None else None,
+            "network": (location.network_name() or None) if location is not None else None,
+            "radius_km": location.radius_km if location is not None else None,
+            "risky": f"{row['risky']['list_name']} ({row['risky']['kind']})" if row["risky"] else None,
+        }
+        for row, location in ((row, geo.lookup(row["ip"])) for row in rows)
+    ]
+    print_rows(flat, LOOKUP_COLUMNS, args.output)
     return 0
 
 
@@ -63,5 +88,10 @@ def write_demo(args: argparse.Namespace) -> int:
     from monitor.places.geoip_demo import main
 
     argv = [args.directory] + (["--records", args.records] if args.records else [])
-    return main(argv)
-
+    try:
+        return main(argv)
+    except OSError as error:
+        where = error.filename or args.directory
+        return fail(f"geoip write-demo: cannot write {where}: {error.strerror or error}")
+    except ValueError as error:
+        return fail(f"geoip write-demo: {error}", 2)

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from monitor.commands._shared import add_output_argument, print_rows
 from monitor.service.config import load_settings
 from monitor.places.shared_networks import NetworkEntry
 
@@ -52,37 +53,40 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also list networks still being learnt (at least 2 accounts, below the threshold)",
     )
-    listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    add_output_argument(listing)
+    listing.add_argument("--json", dest="output", action="store_const", const="json", help=argparse.SUPPRESS)
+    listing.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     listing.set_defaults(func=list_networks)
 
 
 def list_networks(args: argparse.Namespace) -> Any:
     settings = load_settings(args.config)
     if args.from_events:
-        return _print(args, settings, *_replay(settings, args.from_events))
+        try:
+            return _print(args, settings, *_replay(settings, args.from_events, not args.no_progress))
+        except OSError as error:
+            print(f"portal-monitor: cannot read {args.from_events}: {error.strerror or error}", file=sys.stderr)
+            return 1
     return _from_database(args, settings)
 
 
-def _replay(settings: Any, path: str) -> tuple[list[NetworkEntry], Any]:
+def _replay(settings: Any, path: str, show_progress: bool = True) -> tuple[list[NetworkEntry], Any]:
+    from monitor.commands._progress import Progress
+    from monitor.ingest.sources.files import JsonlEventFile
     from monitor.places.geo import GeoServices
     from monitor.service.shards import build_shard
 
     geo = GeoServices.from_settings(settings)
     shard = build_shard(settings, partition=0, geo=geo)
-    stream = sys.stdin.buffer if path == "-" else open(path, "rb")
-    try:
-        batch: list[tuple[int, bytes]] = []
-        for offset, line in enumerate(stream):
-            if line.strip():
-                batch.append((offset, line))
-            if len(batch) >= REPLAY_BATCH:
-                shard.process(batch)
-                batch = []
+    source = JsonlEventFile(path, batch_lines=REPLAY_BATCH)
+    progress = Progress(f"networks list --from-events {path}", "events", enabled=show_progress)
+    events = 0
+    for batch in source.batches():
         shard.process(batch)
-        shard.drain()
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
+        events += len(batch)
+        progress.update(events, share=source.bytes_read / source.size if source.size else None)
+    shard.drain()
+    progress.finish(events)
     return geo.shared.entries(min_accounts=2), geo
 
 
@@ -125,24 +129,23 @@ def _print(args: argparse.Namespace, settings: Any, entries: list[NetworkEntry],
             entry.place = location.place()
             entry.org = location.network_name() or None
     shared = settings.networks.shared
-    if args.json:
-        for entry in entries:
-            print(json.dumps(msgspec.to_builtins(entry)))
-        return 0
     rule = (
         f"shared = at least {shared.min_accounts} accounts over at least {_days(shared.min_span)}; "
         "pin one with networks.allowlist"
     )
+    rows = []
+    for entry in entries:
+        row = msgspec.to_builtins(entry)
+        row["first_seen"], row["last_seen"] = entry.first_seen, entry.last_seen
+        row["where"] = ", ".join(part for part in (entry.place, entry.org) if part) or None
+        rows.append(row)
+    if args.output != "table":
+        print_rows(rows, ("network", "accounts", "shared", "first_seen", "last_seen", "country", "place", "org"), args.output)
+        return 0
     if not entries:
         print(f"no shared networks learnt ({rule})")
         return 0
-    print(f"{'NETWORK':<28} {'ACCOUNTS':>8}  {'SHARED':<6}  {'FIRST SEEN':<17}  {'LAST SEEN':<17}  WHERE (GEOIP)")
-    for entry in entries:
-        where = ", ".join(part for part in (entry.place, entry.org) if part) or "-"
-        print(
-            f"{entry.network:<28} {entry.accounts:>8}  {'yes' if entry.shared else 'no':<6}  "
-            f"{entry.first_seen:%Y-%m-%d %H:%MZ}  {entry.last_seen:%Y-%m-%d %H:%MZ}  {where}"
-        )
+    print_rows(rows, ("network", "accounts", "shared", "first_seen", "last_seen", "where"), "table")
     print(f"({rule})")
     return 0
 

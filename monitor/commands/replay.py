@@ -38,7 +38,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "portal.alert/v1 JSON lines; records that break the contract go to a dead-letter file; "
         "a summary (events, invalid by reason, alerts by detector, events/s) ends the run.",
     )
-    parser.add_argument("events", metavar="EVENTS.jsonl", help="events file, or - for standard input")
+    parser.add_argument("events", metavar="EVENTS.jsonl",
+                        help="events file (gzip-compressed is read as it is), or - for standard input")
     add_config_argument(parser)
     parser.add_argument(
         "--alerts-out", metavar="FILE", default="-", help="write alerts here (default: standard output)"
@@ -77,6 +78,14 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     parser.add_argument(
+        "--max-invalid",
+        type=_share,
+        default=0.5,
+        metavar="SHARE",
+        help="exit 1 with a one-line reason when more than this share of the records break the "
+        "contract (dead letters), e.g. 0.5 = half (default); 1 never fails",
+    )
+    parser.add_argument(
         "--sinks",
         action="store_true",
         help="also deliver alerts to the external sinks enabled in the config ([sinks.mqtt], "
@@ -90,46 +99,52 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=replay)
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number between 0 and 1: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"not a number between 0 and 1: {text!r}")
+    return value
+
+
 class Progress:
-    """A one-line progress report on a terminal, redrawn at most twice a second."""
+    """Events, alerts, events/s and the time left, on one terminal line (`_progress.Progress`)."""
 
     def __init__(self, source: JsonlEventFile, enabled: bool) -> None:
-        self.source = source
-        self.enabled = enabled and sys.stderr.isatty()
-        self.started = time.perf_counter()
-        self._last = 0.0
+        from monitor.commands._progress import Progress as Line
 
-    def update(self, events: int, alerts: int, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not final and now - self._last < 0.5:
-            return
-        self._last = now
-        rate = events / max(now - self.started, 1e-9)
-        share = ""
-        if self.source.size:
-            share = f"{100 * self.source.bytes_read / self.source.size:5.1f}% "
-        sys.stderr.write(f"\r{share}{events:,} events, {alerts:,} alerts, {rate:,.0f} events/s ")
-        if final:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        self.source = source
+        self.line = Line(f"replay {source.path}", "events", enabled)
+
+    def update(self, events: int, alerts: int) -> None:
+        size = self.source.size
+        self.line.update(events, share=self.source.bytes_read / size if size else None, extra=f"{alerts:,} alerts")
 
 
 async def replay(args: argparse.Namespace) -> int:
+    from monitor.commands._shared import log_level
+    from monitor.ingest.sources.files import UnreadableInput
+    from monitor.service.checks import check_files, describe_states, detector_states
+    from monitor.support.logging import configure_logging
+
     settings = load_settings(args.config)
     # No store here: the access log of pupils' records would be folded per batch and dropped.
     settings.pupils.access_log = False
-    from monitor.support.logging import configure_logging
-
-    configure_logging("warning", settings.logging.format)  # to stderr: stdout may carry the alerts
+    configure_logging(log_level(args, "warning"), settings.logging.format)  # to stderr: stdout may carry the alerts
+    require_files(settings)
     try:
         source = JsonlEventFile(args.events)
-        if args.events != "-":
-            open(args.events, "rb").close()
+    except UnreadableInput as error:
+        print(f"portal-monitor: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"portal-monitor: cannot read {args.events}: {error.strerror}", file=sys.stderr)
         return 1
+    states = detector_states(settings)
+    for line in describe_states(states):
+        print(line, file=sys.stderr)
     dead_letter_path = args.dead_letters or (
         "dead-letters.jsonl" if args.events == "-" else f"{args.events}.dead-letters.jsonl"
     )
@@ -168,12 +183,35 @@ async def replay(args: argparse.Namespace) -> int:
             batches, lambda: progress.update(pipeline.events_seen, pipeline.alerts_raised)
         )
         await pipeline.accounts.publish_gauge(force=True)
+    except UnreadableInput as error:
+        print(f"portal-monitor: {error}", file=sys.stderr)
+        return 1
     finally:
         await pipeline.close()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
-    progress.update(pipeline.events_seen, pipeline.alerts_raised, final=True)
-    print_summary(metrics, pipeline.events_seen, elapsed, first_event_after, dead_letters, args.summary, cpu)
-    return 0
+    if progress.line.live:  # the summary below says the rest; on a terminal, end the progress line
+        progress.line.finish(pipeline.events_seen, f"{pipeline.alerts_raised:,} alerts")
+    summary = build_summary(metrics, pipeline.events_seen, elapsed, first_event_after, dead_letters, cpu, states)
+    invalid = sum(summary["invalid"].values())
+    failure = None
+    if pipeline.events_seen and invalid / pipeline.events_seen > args.max_invalid:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(summary["invalid"].items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+        failure = (
+            f"replay failed: {invalid:,} of {pipeline.events_seen:,} records "
+            f"({100 * invalid / pipeline.events_seen:.0f}%) are not portal.event/v1 ({reasons}), more than "
+            f"--max-invalid {args.max_invalid:g}; is {args.events} a portal event log? "
+            f"Each is in {dead_letters.path} with its line number"
+        )
+        summary["failed"] = failure
+    if args.summary == "json":  # the JSON summary stays the last line
+        if failure:
+            print(f"portal-monitor: {failure}", file=sys.stderr)
+        print(json.dumps(summary), file=sys.stderr)
+    else:
+        print(render_summary(summary, states), file=sys.stderr)
+        if failure:
+            print(f"portal-monitor: {failure}", file=sys.stderr)
+    return 1 if failure else 0
 
 
 def _with_links(path: str, batches):
@@ -196,7 +234,19 @@ def _with_links(path: str, batches):
     return chained()
 
 
-def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt, cpu=None) -> None:
+def require_files(settings) -> None:
+    """Every file the settings name must be there (GeoIP databases, lists, TLS, secrets): a
+    missing one stops the start with its name (exit 2) rather than a detector quietly off."""
+    from monitor.service.checks import SettingsProblem, check_files
+    from monitor.service.config import ConfigError
+
+    try:
+        check_files(settings)
+    except SettingsProblem as error:
+        raise ConfigError(str(error)) from None
+
+
+def build_summary(metrics, events, elapsed, first_event_after, dead_letters, cpu=None, states=None) -> dict:
     def by_label(counter, keep):
         totals: dict[str, int] = {}
         for metric in counter.collect():
@@ -219,11 +269,16 @@ def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt
         "suppressed": by_label(metrics.alerts_suppressed, lambda labels: labels["reason"]),
         "dead_letters": dead_letters.path if dead_letters.written else None,
     }
-    if fmt == "json":
-        print(json.dumps(summary), file=sys.stderr)
-        return
+    if states is not None:
+        summary["detectors_on"] = [s.detector for s in states if s.on]
+        summary["detectors_off"] = {s.detector: s.why for s in states if not s.on}
+    return summary
+
+
+def render_summary(summary: dict, states=None) -> str:
+    events = summary["events"]
     lines = [
-        f"replayed {events:,} events in {elapsed:.2f} s ({summary['events_per_second'] or 0:,} events/s)",
+        f"replayed {events:,} events in {summary['seconds']:.2f} s ({summary['events_per_second'] or 0:,} events/s)",
         "  outcomes: " + (", ".join(f"{k} {v:,}" for k, v in summary["outcomes"].items()) or "none"),
         "  invalid:  " + (", ".join(f"{k} {v:,}" for k, v in summary["invalid"].items()) or "none"),
         "  alerts:   " + (", ".join(f"{k} {v:,}" for k, v in summary["alerts"].items()) or "none"),
@@ -231,5 +286,9 @@ def print_summary(metrics, events, elapsed, first_event_after, dead_letters, fmt
     if summary["suppressed"]:
         lines.append("  not published: " + ", ".join(f"{k} {v:,}" for k, v in summary["suppressed"].items()))
     if summary["dead_letters"]:
-        lines.append(f"  dead letters written to {summary['dead_letters']}")
-    print("\n".join(lines), file=sys.stderr)
+        lines.append(f"  dead letters written to {summary['dead_letters']} (with their line numbers)")
+    if states is not None:
+        from monitor.service.checks import describe_states
+
+        lines.extend(f"  {line}" for line in describe_states(states))
+    return "\n".join(lines)

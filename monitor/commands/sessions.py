@@ -37,7 +37,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
     show = commands.add_parser("show", help="one session and its timeline: login, items viewed, logout or expiry")
     add_common_arguments(show)
-    show.add_argument("session_id", metavar="ID")
+    show.add_argument("session_id", metavar="ID", help="a session id, or a unique prefix of 6+ characters")
     show.set_defaults(func=show_session)
 
 
@@ -52,7 +52,7 @@ async def list_sessions(args: argparse.Namespace) -> int:
             alert_id=args.alert,
             limit=responder.check_limit(args.limit, maximum=100_000),
         )
-        print_rows(rows, LIST_COLUMNS, args.format, widths={"alert_ids": 40})
+        print_rows(rows, LIST_COLUMNS, args.output)
         return 0
 
     return await run_with_store(args, action)
@@ -61,18 +61,17 @@ async def list_sessions(args: argparse.Namespace) -> int:
 async def show_session(args: argparse.Namespace) -> int:
     async def action(pool) -> int:
         session = await responder.get_session(pool, args.session_id)
-        if args.format == "json":
+        if args.output == "json":
             print_json(session)
-        elif args.format == "csv":
+        elif args.output == "csv":
             print_rows(session["timeline"], TIMELINE_COLUMNS, "csv")
         else:
             print_fields(session, DETAIL_FIELDS)
             print("\ntimeline:")
-            print_rows(session["timeline"], TIMELINE_COLUMNS, "table", widths={"detail": 60, "resource": 60})
+            print_rows(session["timeline"], TIMELINE_COLUMNS, "table")
             if session["alerts"]:
                 print("\nalerts:")
-                print_rows(session["alerts"], ("alert_id", "ts", "detector", "severity", "status", "summary"), "table",
-                           widths={"summary": 60})
+                print_rows(session["alerts"], ("alert_id", "ts", "detector", "severity", "status", "summary"), "table")
         return 0
 
     return await run_with_store(args, action)

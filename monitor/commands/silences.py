@@ -7,10 +7,12 @@ it names. The daemon picks new silences up within [alerting] silence_refresh (30
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from monitor.response import queries as responder
-from monitor.commands._shared import actor, add_actor_argument, add_common_arguments, print_json, print_rows, run_with_store
+from monitor.commands._shared import (
+    actor, add_actor_argument, add_common_arguments, detector_name, print_json, print_rows, rfc3339, run_with_store,
+)
 
 COLUMNS = ("silence_id", "account_id", "detector", "network", "starts_at", "expires_at", "created_by", "reason")
 
@@ -27,7 +29,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     add_common_arguments(add)
     add_actor_argument(add)
     add.add_argument("--account", help="account id")
-    add.add_argument("--detector", help="detector id")
+    add.add_argument("--detector", type=detector_name, help="detector id, e.g. impossible_travel")
     add.add_argument("--network", help="CIDR, e.g. 192.0.2.0/24: alerts with any IP in it")
     add.add_argument("--expires", required=True, help="RFC 3339 time, or a duration from now such as 2h or 7d")
     add.add_argument("--starts", help="RFC 3339 time (default: now)")
@@ -47,10 +49,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 def expiry(text: str, now: datetime) -> datetime:
     """`--expires`: an absolute time, or a duration counted forward from now."""
-    ago = responder.parse_time(text, now)
-    if ago is not None and ago < now and text.strip()[-1:] in "smhd" and text.strip()[:1].isdigit():
-        return now + (now - ago)
-    return ago  # type: ignore[return-value]
+    return responder.parse_expiry(text, now)  # type: ignore[return-value]
 
 
 
@@ -67,9 +66,9 @@ async def add_silence(args: argparse.Namespace) -> int:
             network=args.network,
             reason=args.reason,
         )
-        if args.format == "table":
-            print(f"silence {silence['silence_id']} added, until {silence['expires_at']:%Y-%m-%d %H:%M:%SZ}")
-        elif args.format == "json":
+        if args.output == "table":
+            print(f"silence {silence['silence_id']} added, until {rfc3339(silence['expires_at'])}")
+        elif args.output == "json":
             print_json(silence)
         else:
             print_rows([silence], COLUMNS, "csv")
@@ -80,7 +79,7 @@ async def add_silence(args: argparse.Namespace) -> int:
 
 async def list_silences(args: argparse.Namespace) -> int:
     async def action(pool) -> int:
-        print_rows(await responder.list_silences(pool, include_expired=args.all), COLUMNS, args.format, widths={"reason": 50})
+        print_rows(await responder.list_silences(pool, include_expired=args.all), COLUMNS, args.output)
         return 0
 
     return await run_with_store(args, action)

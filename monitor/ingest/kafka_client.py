@@ -64,3 +64,92 @@ class SourceSettings(Section):
     Some brokers (tansu) answer only when it runs out, so it bounds event-to-alert latency."""
     session_timeout: Seconds = Seconds(10)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+
+# -- reaching the brokers: one way to say why not --------------------------------------------------
+
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+
+import structlog  # noqa: E402
+
+REQUEST_TIMEOUT = 40.0
+"""aiokafka's request_timeout_ms (its default), which also bounds connecting to a broker."""
+_log = structlog.get_logger("monitor.kafka")
+
+
+class KafkaUnreachable(ConnectionError):
+    """No broker could be reached; the message names the servers, the timeout and the cause."""
+
+
+def bootstrap_endpoints(servers: str) -> list[tuple[str, int]]:
+    """(host, port) of each `host:port` in bootstrap_servers; ValueError naming a bad one."""
+    endpoints = []
+    for item in servers.split(","):
+        item = item.strip()
+        host, sep, port_text = item.rpartition(":")
+        if not item or not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"not host:port (port 1-65535): {item!r}")
+        endpoints.append((host.strip("[]"), int(port_text)))
+    return endpoints
+
+
+async def probe(host: str, port: int, timeout: float) -> str | None:
+    """None if a TCP connection to host:port opens within `timeout`, else why not, in words."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        return f"{host}:{port}: no answer within {timeout:g} s"
+    except OSError as error:
+        return f"{host}:{port}: {error.strerror or type(error).__name__}"
+    writer.close()
+    return None
+
+
+async def explain_unreachable(settings: KafkaSettings, timeout: float = 5.0) -> str:
+    """Why the brokers could not be used: each endpoint's TCP answer, probed now."""
+    try:
+        endpoints = bootstrap_endpoints(settings.bootstrap_servers)
+    except ValueError as error:
+        return f"kafka.bootstrap_servers: {error}"
+    reasons = []
+    for host, port in endpoints:
+        problem = await probe(host, port, timeout)
+        reasons.append(problem or f"{host}:{port}: accepts connections but gave no Kafka answer within "
+                                  f"{REQUEST_TIMEOUT:g} s (request timeout; is it a Kafka listener, is TLS/SASL right?)")
+    return "; ".join(reasons)
+
+
+async def start_client(client: Any, settings: KafkaSettings, role: str) -> None:
+    """`client.start()` for an aiokafka consumer or producer, logging while it waits and raising
+    `KafkaUnreachable` with servers, timeout and cause when no broker answers."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    _log.info(f"connecting to Kafka ({role})", servers=settings.bootstrap_servers, timeout_s=REQUEST_TIMEOUT)
+    try:
+        await client.start()
+    except (KafkaConnectionError, OSError, asyncio.TimeoutError) as error:
+        why = await explain_unreachable(settings)
+        raise KafkaUnreachable(
+            f"Kafka at {settings.bootstrap_servers} not reachable for the {role} "
+            f"(timeout {REQUEST_TIMEOUT:g} s): {why}"
+        ) from error
+    except KafkaError as error:
+        raise KafkaUnreachable(
+            f"Kafka at {settings.bootstrap_servers} refused the {role}: {type(error).__name__}: {error}"
+        ) from error
+
+
+class _NameEmptyReasons(logging.Filter):
+    """aiokafka logs `Unable connect to "host:port": ` with an empty reason when a connect
+    times out; say what happened instead of nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if str(record.msg).startswith("Unable") and isinstance(args, tuple) and args and not str(args[-1]).strip():
+            record.args = args[:-1] + (f"no answer within {REQUEST_TIMEOUT:g} s (request timeout)",)
+        return True
+
+
+logging.getLogger("aiokafka.client").addFilter(_NameEmptyReasons())
+logging.getLogger("aiokafka.conn").addFilter(_NameEmptyReasons())

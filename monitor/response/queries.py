@@ -66,10 +66,24 @@ def parse_time(text: str | None, now: datetime | None = None) -> datetime | None
 def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | None:
     """When a silence ends: a time or date as `parse_time`, or a duration (`2h`, `7d`) from now."""
     now = now or datetime.now(timezone.utc)
-    value = parse_time(text, now)
-    if value is not None and _DURATION.match((text or "").strip()):
-        return now + (now - value)
-    return value
+    seconds = parse_duration(text or "")
+    if seconds is None:
+        return parse_time(text, now)
+    try:
+        return now + timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"expires: {text!r} is too far ahead (the latest is year 9999)") from None
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in an age such as `90s`, `15m`, `24h`, `7d`; None if `text` is not one."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        return None
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"not a duration: {text!r}")
+    return seconds
 
 
 def check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> str | None:
@@ -318,8 +332,28 @@ async def list_sessions(
     return [dict(row) for row in rows]
 
 
+async def resolve_session_id(db, session_id: str) -> str:
+    """The full id of a flagged session given its id or a unique prefix of at least 6 characters."""
+    if await db.fetchval("SELECT 1 FROM flagged_sessions WHERE session_id = $1", session_id):
+        return session_id
+    if len(session_id) >= MIN_PREFIX:
+        found = await db.fetch(
+            "SELECT session_id FROM flagged_sessions WHERE left(session_id, $2) = $1 ORDER BY session_id LIMIT 2",
+            session_id, len(session_id),
+        )
+        if len(found) == 1:
+            return found[0]["session_id"]
+        if len(found) > 1:
+            raise NotFound(
+                f"session id prefix {session_id!r} is ambiguous ({found[0]['session_id']}, "
+                f"{found[1]['session_id']}, ...); give more characters"
+            )
+    raise NotFound(f"no flagged session {session_id!r}")
+
+
 async def get_session(db, session_id: str) -> dict:
     """A flagged session and its timeline: login, each item viewed with its time, logout or expiry."""
+    session_id = await resolve_session_id(db, session_id)
     row = await db.fetchrow(
         f"""SELECT {SESSION_COLUMNS}, network, user_agent, device_id, login_seen, items_dropped
             FROM flagged_sessions WHERE session_id = $1""",

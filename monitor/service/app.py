@@ -21,7 +21,7 @@ from monitor.alerting.gate import build_gate
 from monitor.service.checkpoints import CheckpointStore
 from monitor.service.config import ConfigError, Settings
 from monitor.service.http import HttpServer, build_app
-from monitor.ingest.kafka_client import client_options
+from monitor.ingest.kafka_client import client_options, start_client
 from monitor.support.metrics import Metrics
 from monitor.delivery.outbox import OutboxRelay
 from monitor.delivery.delivery import Delivery
@@ -54,7 +54,17 @@ async def open_store(store: Store, stop: asyncio.Event) -> None:
         except asyncio.TimeoutError:
             pass
 
-    await retrying(store.open, what="connecting to the store", backoff=Backoff(0.5, 30.0), log=log,
+    from monitor.store import dsn_endpoint
+
+    host, port, database = dsn_endpoint(store.settings.dsn)
+
+    async def attempt() -> None:
+        # said before each attempt: an attempt may wait connect_timeout for a server that never answers
+        log.info("connecting to the store", host=host, port=port, database=database,
+                 timeout_s=float(store.settings.connect_timeout))
+        await store.open()
+
+    await retrying(attempt, what="connecting to the store", backoff=Backoff(0.5, 30.0), log=log,
                    give_up=stop.is_set, wait=wait)
 
 
@@ -84,7 +94,7 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
         parts.append(Part("store", lambda: open_store(store, stop), store.close))
 
     producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all", enable_idempotence=settings.kafka.idempotent_producer)
-    parts.append(Part("kafka producer", producer.start, producer.stop))
+    parts.append(Part("kafka producer", lambda: start_client(producer, settings.kafka, "producer"), producer.stop))
     sinks: list = [KafkaDeadLetters(producer, settings.source.dead_letter_topic)]
     if settings.sinks.actions.enabled:
         sinks.append(KafkaActions(producer, settings.sinks.actions.topic))

@@ -219,6 +219,12 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
     except msgspec.ValidationError as error:
         raise ConfigError(_explain(error)) from None
     _read_secret_files(settings)
+    from monitor.service.checks import SettingsProblem, validate
+
+    try:
+        validate(settings)  # ranges, DSNs, URLs, detector names: what the types alone accept
+    except SettingsProblem as error:
+        raise ConfigError(str(error)) from None
     return settings
 
 

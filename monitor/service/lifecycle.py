@@ -172,6 +172,21 @@ class Service:
         for partition in partitions:
             self._checkpointed_at.pop(partition, None)
 
+    async def _start_retrying(self, what: str, start: Callable[[], Awaitable]) -> None:
+        """Run a start-up step, retrying with the one policy (each failure logged with servers,
+        timeout and cause) while a broker cannot be reached, as the store's connection is;
+        other failures end the start."""
+        from monitor.ingest.kafka_client import KafkaUnreachable
+
+        async def wait(delay: float) -> None:
+            try:
+                await asyncio.wait_for(self.stop_requested.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+        await retrying(start, what=what, backoff=Backoff(0.5, 30.0), log=log, give_up=self.stop_requested.is_set,
+                       wait=wait, retriable=lambda error: isinstance(error, KafkaUnreachable))
+
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> int:
@@ -180,10 +195,16 @@ class Service:
             for part in self.parts:
                 if self.stop_requested.is_set():
                     break
-                await part.start()
+                await self._start_retrying(f"starting the {part.name}", part.start)
                 self._resources.push_async_callback(self._close, part)
-            await self.source.start(PartitionListener(self._assigned, self._revoked))
+            await self._start_retrying(
+                "starting the Kafka consumer", lambda: self.source.start(PartitionListener(self._assigned, self._revoked))
+            )
         except Exception as error:
+            if self.stop_requested.is_set():  # a signal while still connecting: a clean stop
+                log.info("stopped before start-up completed", waiting_for=f"{type(error).__name__}: {error}")
+                await self._shutdown()
+                return 0
             log.error("start-up failed", error=f"{type(error).__name__}: {error}")
             await self._shutdown()
             return 1

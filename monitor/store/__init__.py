@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib import resources
 
@@ -19,8 +20,58 @@ MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 MIGRATION_LOCK = 0x706F7274616C6D6F  # "portalmo"
 
 
+class StoreUnreachable(ConnectionError):
+    """The store could not be reached; the message names host, port, timeout and cause."""
+
+
+def dsn_endpoint(dsn: str) -> tuple[str, int, str]:
+    """(host, port, database) a DSN names, with PostgreSQL's defaults; ValueError if it is not
+    a postgresql:// URL."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"not a PostgreSQL URL (postgresql://user@host:5432/database): {redact_dsn(dsn)!r}")
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        raise ValueError(f"bad port in {redact_dsn(dsn)!r}") from None
+    query = parse_qs(parts.query)
+    host = parts.hostname or (query.get("host") or ["localhost"])[0]
+    return host, port, parts.path.lstrip("/") or (parts.username or "")
+
+
+def describe_failure(error: BaseException, timeout: float) -> str:
+    """The cause of a failed connection in words: never empty (a timeout's text is)."""
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError)):
+        return f"no answer within {timeout:g} s (connect_timeout)"
+    text = str(error).strip()
+    cause = error.__cause__ or error.__context__
+    if not text and cause is not None:
+        return describe_failure(cause, timeout)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 async def connect(settings: PostgresSettings) -> asyncpg.Pool:
-    """A pool to the store; the password comes from settings (env or file), never the DSN in logs."""
+    """A pool to the store; the password comes from settings (env or file), never the DSN in logs.
+
+    Raises `StoreUnreachable` naming host, port, timeout and cause when it cannot connect; an
+    authentication or permission refusal stays an `asyncpg.PostgresError`."""
+    try:
+        return await _connect(settings)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
+        try:
+            host, port, database = dsn_endpoint(settings.dsn)
+            where = f"PostgreSQL at {host}:{port} (database {database or '?'})"
+        except ValueError:
+            where = f"PostgreSQL at {redact_dsn(settings.dsn)}"
+        raise StoreUnreachable(
+            f"{where} not reachable (connect_timeout {float(settings.connect_timeout):g} s): "
+            f"{describe_failure(error, float(settings.connect_timeout))}"
+        ) from error
+
+
+async def _connect(settings: PostgresSettings) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         settings.dsn,
         password=settings.password or None,

@@ -46,6 +46,7 @@ class KafkaEventSource:
 
     def __init__(self, kafka: KafkaSettings, source: SourceSettings) -> None:
         self.source = source
+        self.kafka = kafka
         self.consumer = AIOKafkaConsumer(
             **client_options(kafka),
             group_id=source.group_id,
@@ -60,7 +61,9 @@ class KafkaEventSource:
         )
 
     async def start(self, listener: PartitionListener) -> None:
-        await self.consumer.start()
+        from monitor.ingest.kafka_client import start_client
+
+        await start_client(self.consumer, self.kafka, "consumer")
         self.consumer.subscribe([self.source.topic], listener=listener)
 
     async def batch(self) -> dict[int, list[tuple[int, bytes]]]:
