@@ -37,8 +37,15 @@ SYSTEM_CONFIG = "/etc/portal-monitor/monitor.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors in one line (what was wrong, and where to read more), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="portal-monitor",
         description=(
             "Watch school portal logins and page views for misuse: simultaneous logins, "

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,42 +44,84 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 async def demo(args: argparse.Namespace) -> int:
-    from detectors.registry import detector_ids
-    from monitor import store
-    from monitor.service.config import load_settings
-    from monitor.demo.embedded import start_embedded_postgres
-    from monitor.demo.school_day import generate_with_incidents, write_jsonl
+    from monitor.commands._shared import log_level
+    from monitor.commands.replay import require_files
     from monitor.demo.world import COUNCIL_NETWORK
-    from monitor.service.http import HttpServer, build_app
+    from monitor.service.config import load_settings
     from monitor.support.logging import configure_logging
-    from monitor.accounts.postgres import PostgresRegistry
-    from monitor.response import console
-    from monitor.support.metrics import Metrics
-    from monitor.service.offline import build_offline_pipeline, start_offline
-    from monitor.ingest.sources.files import JsonlEventFile
-    from sinks.dead_letters import FileDeadLetters
-    from sinks.postgres import PostgresSink
 
     if args.accounts < 20 or args.events < 1000:
         print("portal-monitor: demo needs at least --accounts 20 and --events 1000", file=sys.stderr)
         return 2
     settings = load_settings(args.config)
-    configure_logging("warning", settings.logging.format)
+    configure_logging(log_level(args, "warning"), settings.logging.format)
+    require_files(settings)
     settings.networks.allowlist.append(COUNCIL_NETWORK.cidr)  # the council's NAT is known and trusted
+    # SIGTERM (and Ctrl-C) end the demo at any step through the same exit, which stops the
+    # embedded PostgreSQL: its own clean-up runs only on a normal interpreter exit.
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    state: dict = {}  # what was started, for `_stop`
+    try:
+        return await _demo(args, settings, state)
+    except asyncio.CancelledError:
+        say("demo: stopped by a signal; stopping the embedded PostgreSQL")
+        return 0 if args.serve and state.get("served") else 143
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await _stop(state)
+
+
+async def _stop(state: dict) -> None:
+    """Close what the demo started, the embedded PostgreSQL last."""
+    if state.get("http") is not None:
+        await state.pop("http").close()
+    if state.get("pool") is not None:
+        await state.pop("pool").close()
+    server = state.pop("server", None)
+    if server is not None:
+        server.cleanup()
+
+
+async def _demo(args: argparse.Namespace, settings, state: dict) -> int:
+    from detectors.registry import detector_ids
+    from monitor import store
+    from monitor.demo.embedded import start_embedded_postgres
+    from monitor.demo.school_day import generate_with_incidents, write_jsonl
+    from monitor.service.http import HttpServer, build_app
+    from monitor.accounts.postgres import PostgresRegistry
+    from monitor.response import console
+    from monitor.support.metrics import Metrics
+    from monitor.service.offline import build_offline_pipeline, start_offline
+    from monitor.ingest.sources.files import JsonlEventFile
+    from monitor.service.checks import describe_states, detector_states
+    from sinks.dead_letters import FileDeadLetters
+    from sinks.postgres import PostgresSink
 
     say(f"1/4 generating {args.events:,} events for {args.accounts:,} accounts over {args.days} day(s)")
     data_dir = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     events_file = data_dir / "school-day.jsonl"
-    events, incidents = generate_with_incidents(args.accounts, args.events, seed=args.seed, days=args.days)
+    try:
+        events, incidents = generate_with_incidents(args.accounts, args.events, seed=args.seed, days=args.days)
+    except ValueError as error:  # too few accounts of a kind for the injected incidents
+        print(f"portal-monitor: demo: {error} (try --accounts 100 or more)", file=sys.stderr)
+        return 2
     write_jsonl(events_file, events)
 
     use_demo_geoip(settings, data_dir / "geoip")
+    states = detector_states(settings)
+    for line in describe_states(states):
+        say(f"    {line}")
 
     say("2/4 starting an embedded PostgreSQL")
     server, dsn = start_embedded_postgres(data_dir)
+    state["server"] = server
     settings.postgres.dsn = dsn
-    pool = await store.connect(settings.postgres)
+    pool = state["pool"] = await store.connect(settings.postgres)
     await store.migrate(pool)
     await pool.execute("TRUNCATE alerts, flagged_sessions, session_items, accounts CASCADE")  # each demo run starts clean
 
@@ -91,7 +135,7 @@ async def demo(args: argparse.Namespace) -> int:
     console.mount(app, responder_token=console_token, viewer_token=settings.api.viewer_token,
                   session_lifetime=settings.api.session_lifetime, pool=lambda: pool, detector_ids=detector_ids(),
                   registry=metrics.registry)
-    http = HttpServer(app, settings.http.host, settings.http.port)
+    http = state["http"] = HttpServer(app, settings.http.host, settings.http.port)
     try:
         await http.start()
         metrics_url = f"http://{settings.http.host}:{http.port}/metrics"
@@ -117,26 +161,49 @@ async def demo(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"  [{row['severity']:>8}] {row['detector']:<22} {row['ts']:%a %H:%M}  {row['summary']}")
     print()
-    report_against_incidents(rows, incidents, set(detector_ids()))
+    report_against_incidents(rows, incidents, {s.detector for s in states if s.on})
+    for line in describe_states(states):
+        print(f"  {line}")
+    me = command_name()
+    serving = "" if args.serve else (
+        f"\n  The embedded PostgreSQL stops with the demo: run `{me} demo --serve` to keep it (and "
+        f"{metrics_url}) up,\n  then, in another terminal:")
+    folder = os.path.dirname(me) if me.endswith("/portal-monitor") else ""
+    hint = f"\n  (or `source {folder}/activate` once, then just `portal-monitor ...`)" if folder else ""
     print(f"""
-Look further:
-  events:       {events_file}
-  replay them:  portal-monitor replay {events_file}
+Look further:{serving}
   PostgreSQL:   {dsn}
-                tables alerts, flagged_sessions, session_items, accounts (psql "{dsn}")
-  keep it up:   portal-monitor demo --serve   (PostgreSQL and {metrics_url} stay up until Ctrl-C)""")
+  export PORTAL_MONITOR_POSTGRES__DSN='{dsn}'
+  {me} alerts list                   # newest first; -o json or -o csv for scripts
+  {me} alerts show ALERT_ID          # evidence, policy clause, sessions (an id prefix will do)
+  {me} sessions list                 # flagged sessions; `sessions show ID` for a timeline
+  {me} accounts list --status dormant
+  {me} replay {events_file}
+  psql "$PORTAL_MONITOR_POSTGRES__DSN"   # tables alerts, flagged_sessions, session_items, accounts{hint}""")
     if args.serve:  # the responder console over these alerts; a printed one-off token, never logged
         signin = "the token in PORTAL_MONITOR_API__TOKEN" if settings.api.token else f"the token {console_token}"
         print(f"  console:      {console_url}   (sign in with your name and {signin})")
     if args.serve:
-        print("\nserving; Ctrl-C to stop")
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            pass
-    await http.close()
-    await pool.close()
+        print("\nserving; Ctrl-C or SIGTERM stops it and the embedded PostgreSQL", flush=True)
+        state["served"] = True
+        await asyncio.Event().wait()
     return 0
+
+
+def command_name() -> str:
+    """How to call this program from the current directory: `portal-monitor` when that is on
+    the PATH and is this one, else the path to the script (`.venv/bin/portal-monitor`)."""
+    import os
+    import shutil
+
+    script = Path(sys.executable).parent / "portal-monitor"
+    found = shutil.which("portal-monitor")
+    if found and (not script.exists() or Path(found).resolve() == script.resolve()):
+        return "portal-monitor"
+    if script.exists():
+        relative = os.path.relpath(script)
+        return relative if not relative.startswith("..") else str(script)
+    return f"{sys.executable} -m monitor"
 
 
 def use_demo_geoip(settings, folder: Path) -> None:

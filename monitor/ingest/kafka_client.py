@@ -70,6 +70,7 @@ class SourceSettings(Section):
 
 import asyncio  # noqa: E402
 import logging  # noqa: E402
+import socket  # noqa: E402
 
 import structlog  # noqa: E402
 
@@ -100,6 +101,10 @@ async def probe(host: str, port: int, timeout: float) -> str | None:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (TimeoutError, asyncio.TimeoutError):
         return f"{host}:{port}: no answer within {timeout:g} s"
+    except ConnectionRefusedError:
+        return f"{host}:{port}: connection refused (nothing listening there)"
+    except socket.gaierror as error:
+        return f"{host}:{port}: cannot resolve {host!r} ({error.strerror})"
     except OSError as error:
         return f"{host}:{port}: {error.strerror or type(error).__name__}"
     writer.close()
