@@ -140,6 +140,8 @@ async def run_with_store(args: argparse.Namespace, action) -> int:
         return fail(str(error.args[0]) if error.args else type(error).__name__)
     except StoreUnreachable as error:
         return fail(str(error))
+    except BrokenPipeError:
+        raise  # stdout's reader left (`| head`): not the store's doing
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
         return fail(f"store not reachable: {type(error).__name__}: {error or 'no reason given'}")
     except asyncpg.PostgresError as error:

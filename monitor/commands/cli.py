@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `portal-monitor alerts list | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as error:  # the last resort: one line, never a traceback, unless asked for
         if getattr(args, "log_level", None) == "debug":
             raise
