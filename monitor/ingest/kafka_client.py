@@ -15,6 +15,7 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": settings.client_id,
         "security_protocol": settings.security_protocol,
+        "request_timeout_ms": int(settings.request_timeout * 1000),
     }
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
@@ -49,6 +50,9 @@ class KafkaSettings(Section):
     ssl_check_hostname: bool = True
     idempotent_producer: bool = True
     """Idempotent producers for dead letters and alerts; turn off for brokers without InitProducerId (tansu)."""
+    request_timeout: Seconds = Seconds(40)
+    """How long a broker may take to answer a request, connecting included (aiokafka's
+    request_timeout_ms); a broker that accepts and never answers is reported after this long."""
 
 
 class SourceSettings(Section):
@@ -74,8 +78,6 @@ import socket  # noqa: E402
 
 import structlog  # noqa: E402
 
-REQUEST_TIMEOUT = 40.0
-"""aiokafka's request_timeout_ms (its default), which also bounds connecting to a broker."""
 _log = structlog.get_logger("monitor.kafka")
 
 
@@ -121,7 +123,8 @@ async def explain_unreachable(settings: KafkaSettings, timeout: float = 5.0) -> 
     for host, port in endpoints:
         problem = await probe(host, port, timeout)
         reasons.append(problem or f"{host}:{port}: accepts connections but gave no Kafka answer within "
-                                  f"{REQUEST_TIMEOUT:g} s (request timeout; is it a Kafka listener, is TLS/SASL right?)")
+                                  f"{float(settings.request_timeout):g} s (kafka.request_timeout; is it a Kafka "
+                                  "listener, are TLS and SASL right?)")
     return "; ".join(reasons)
 
 
@@ -130,14 +133,15 @@ async def start_client(client: Any, settings: KafkaSettings, role: str) -> None:
     `KafkaUnreachable` with servers, timeout and cause when no broker answers."""
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
-    _log.info(f"connecting to Kafka ({role})", servers=settings.bootstrap_servers, timeout_s=REQUEST_TIMEOUT)
+    timeout = float(settings.request_timeout)
+    _log.info(f"connecting to Kafka ({role})", servers=settings.bootstrap_servers, timeout_s=timeout)
     try:
         await client.start()
     except (KafkaConnectionError, OSError, asyncio.TimeoutError) as error:
         why = await explain_unreachable(settings)
         raise KafkaUnreachable(
             f"Kafka at {settings.bootstrap_servers} not reachable for the {role} "
-            f"(timeout {REQUEST_TIMEOUT:g} s): {why}"
+            f"(request_timeout {timeout:g} s): {why}"
         ) from error
     except KafkaError as error:
         raise KafkaUnreachable(
@@ -152,9 +156,8 @@ class _NameEmptyReasons(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if str(record.msg).startswith("Unable") and isinstance(args, tuple) and args and not str(args[-1]).strip():
-            record.args = args[:-1] + (f"no answer within {REQUEST_TIMEOUT:g} s (request timeout)",)
+            record.args = args[:-1] + ("no answer within kafka.request_timeout",)
         return True
 
 
-logging.getLogger("aiokafka.client").addFilter(_NameEmptyReasons())
-logging.getLogger("aiokafka.conn").addFilter(_NameEmptyReasons())
+logging.getLogger("aiokafka").addFilter(_NameEmptyReasons())  # aiokafka.client logs as "aiokafka"

@@ -265,7 +265,7 @@ async def _try_kafka(settings: Any, timeout: float) -> Check:
     unreachable = [p for p in [await probe(h, port, timeout) for h, port in bootstrap_endpoints(servers)] if p]
     if len(unreachable) == len(bootstrap_endpoints(servers)):
         return Check("kafka", False, "; ".join(unreachable))
-    admin = AIOKafkaAdminClient(**client_options(settings.kafka), request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(**{**client_options(settings.kafka), "request_timeout_ms": int(timeout * 1000)})
     try:
         await asyncio.wait_for(admin.start(), timeout)
         topics = await asyncio.wait_for(admin.list_topics(), timeout)
