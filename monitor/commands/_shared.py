@@ -38,6 +38,7 @@ OUTPUT_HELP = (
 FLEXIBLE = ("summary", "reason", "detail", "resource", "note", "last_error", "alert_ids", "where", "status_reason",
             "user_agent", "session_ids")
 MIN_FLEX = 12
+MIN_OTHER = 10
 EXIT_USAGE = 2
 
 
@@ -236,7 +237,21 @@ def fit(sizes: list[int], columns: Sequence[str], width: int | None) -> list[int
         give = min(excess, max(sizes[i] - MIN_FLEX, 0))
         sizes[i] -= give
         total -= give
+    # still too wide: the widest of the others give way too (ids: a prefix is accepted
+    # everywhere), but never a time, which is no use cut
+    others = [i for i in range(len(sizes)) if not _is_time_column(columns[i])]
+    for i in sorted(others, key=lambda i: -sizes[i]):
+        excess = total - width
+        if excess <= 0:
+            break
+        give = min(excess, max(sizes[i] - MIN_OTHER, 0))
+        sizes[i] -= give
+        total -= give
     return sizes
+
+
+def _is_time_column(name: str) -> bool:
+    return name in ("ts", "at", "last_seen", "first_seen", "idle_since", "last_activity") or name.endswith("_at")
 
 
 def print_rows(rows: Sequence[dict], columns: Sequence[str], fmt: str, out=None, **_ignored: Any) -> None:
