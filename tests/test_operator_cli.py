@@ -582,8 +582,9 @@ def test_long_work_ends_with_a_progress_line_off_a_terminal(postgres_dsn, events
     assert code == 0 and "3,000 new accounts" in out
     assert re.search(rf"^accounts import {re.escape(str(roster))}: 3,000 rows in [\d.]+ s \([\d,]+ rows/s\), 0 rejected$",
                      err, re.M), err
-    code, _, err = cli(capsys, "networks", "list", "--from-events", str(events_file))
+    code, out, err = cli(capsys, "networks", "list", "--from-events", str(events_file), "--all", "-o", "json")
     assert code == 0 and re.search(r"^networks list --from-events .*events.jsonl: 6 events in [\d.]+ s", err, re.M), err
+    assert json.loads(out) == []  # stdout carries the listing only, no log line
 
 
 def test_progress_on_a_terminal_redraws_one_line_with_the_time_left():

@@ -54,7 +54,12 @@ def lookup_ips(args: argparse.Namespace) -> int:
             ipaddress.ip_address(ip)
         except ValueError:
             return fail(f"not an IP address: {ip!r}", 2)
-    geo = GeoServices.from_settings(load_settings(args.config))
+    from monitor.commands._shared import log_level
+    from monitor.support.logging import configure_logging
+
+    settings = load_settings(args.config)
+    configure_logging(log_level(args, "warning"), settings.logging.format)  # stdout is for the answers
+    geo = GeoServices.from_settings(settings)
     rows = []
     for ip in args.ips:
         location = geo.lookup(ip)

@@ -60,7 +60,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def list_networks(args: argparse.Namespace) -> Any:
+    from monitor.commands._shared import log_level
+    from monitor.support.logging import configure_logging
+
     settings = load_settings(args.config)
+    configure_logging(log_level(args, "warning"), settings.logging.format)  # stdout is for the listing
     if args.from_events:
         try:
             return _print(args, settings, *_replay(settings, args.from_events, not args.no_progress))
@@ -93,29 +97,27 @@ def _replay(settings: Any, path: str, show_progress: bool = True) -> tuple[list[
 async def _from_database(args: argparse.Namespace, settings: Any) -> int:
     import asyncpg
 
+    from monitor import store
+    from monitor.commands._shared import fail, store_problem
     from monitor.places import shared_networks
     from monitor.places.geo import GeoServices
 
-    config = settings.postgres
+    settings.postgres.pool_min, settings.postgres.pool_max = 1, 1
     try:
-        conn = await asyncpg.connect(
-            config.dsn, password=config.password or None, timeout=float(config.connect_timeout)
-        )
-    except (OSError, asyncpg.PostgresError) as error:
-        print(
-            f"portal-monitor: cannot reach PostgreSQL ({error}); "
-            "use --from-events FILE.jsonl to learn from a replay instead",
-            file=sys.stderr,
-        )
-        return 1
+        pool = await store.connect(settings.postgres)  # never migrates: a read-only role will do
+    except store.StoreUnreachable as error:
+        return fail(f"{error}; use --from-events FILE.jsonl to learn from a replay instead")
+    except asyncpg.PostgresError as error:
+        return fail(f"store refused the connection: {type(error).__name__}: {error}")
     try:
-        entries = await shared_networks.list_networks(
-            conn, 2, settings.networks.shared.min_accounts, float(settings.networks.shared.min_span)
-        )
-    except asyncpg.UndefinedTableError:
-        entries = []
+        async with pool.acquire() as conn:
+            entries = await shared_networks.list_networks(
+                conn, 2, settings.networks.shared.min_accounts, float(settings.networks.shared.min_span)
+            )
+    except asyncpg.PostgresError as error:
+        return fail(store_problem(error) or f"store error: {type(error).__name__}: {error}")
     finally:
-        await conn.close()
+        await pool.close()
     return _print(args, settings, entries, GeoServices.from_settings(settings))
 
 

@@ -34,13 +34,20 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 async def repartition(args: argparse.Namespace) -> int:
     from monitor.ingest.repartition import Repartitioner
 
+    from monitor.commands._shared import log_level
+    from monitor.ingest.kafka_client import KafkaUnreachable
+
     settings = load_settings(args.config)
-    configure_logging(settings.logging.level, settings.logging.format, secrets=secret_values(settings))
+    configure_logging(log_level(args, settings.logging.level), settings.logging.format, secrets=secret_values(settings))
     relay = Repartitioner(settings.kafka, settings.source, args.raw_topic, args.group_id, settings.source.batch_max_records)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relay.stop_requested.set)
-    stats = await relay.run(until_caught_up=args.until_caught_up)
+    try:
+        stats = await relay.run(until_caught_up=args.until_caught_up)
+    except KafkaUnreachable as error:
+        print(f"portal-monitor: repartition: {error}", file=sys.stderr)
+        return 1
     print(
         f"repartition: relayed {stats.relayed:,} records to {settings.source.topic}, "
         f"{stats.dead_letters:,} to {settings.source.dead_letter_topic}",

@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 
 from monitor.ingest.decode import bounded_raw, classify
 from monitor.support.retry import Backoff, retrying
-from monitor.ingest.kafka_client import KafkaSettings, SourceSettings, client_options
+from monitor.ingest.kafka_client import KafkaSettings, SourceSettings, client_options, start_client
 
 log = structlog.get_logger("monitor.ingest.repartition")
 
@@ -60,10 +60,11 @@ class Repartitioner:
         self._decode = msgspec.json.Decoder(KeyedRecord).decode
         self._encode = msgspec.json.Encoder().encode
         self.stop_requested = asyncio.Event()
+        self.kafka = kafka
 
     async def run(self, until_caught_up: bool = False) -> RepartitionStats:
-        await self.producer.start()
-        await self.consumer.start()
+        await start_client(self.producer, self.kafka, "producer")  # KafkaUnreachable names servers and cause
+        await start_client(self.consumer, self.kafka, "consumer")
         try:
             while not self.stop_requested.is_set():
                 fetched = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_max_records)
