@@ -120,6 +120,9 @@ class CsvRows:
         self.path = path
         self.rejections = rejections if rejections is not None else Rejections()
         self.rows_read = 0
+        self.on_rows: Callable[[int, bool], None] | None = None
+        """Called with the rows read so far every 8,192 rows, and once with True at the end
+        (the CLI's progress line: the import reads the file synchronously, in COPY)."""
         try:
             self._file = open(path, "r", encoding="utf-8-sig", errors="replace", newline="")
         except OSError as error:
@@ -160,6 +163,8 @@ class CsvRows:
             try:
                 fields = next(reader)
             except StopIteration:
+                if self.on_rows is not None:
+                    self.on_rows(self.rows_read, True)
                 return
             except csv.Error as error:
                 self.rows_read += 1
@@ -168,6 +173,8 @@ class CsvRows:
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # blank line
             self.rows_read += 1
+            if self.on_rows is not None and not self.rows_read & 0x1FFF:
+                self.on_rows(self.rows_read, False)
             line = reader.line_num
             try:
                 yield self._row(line, fields)

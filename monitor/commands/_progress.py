@@ -45,12 +45,14 @@ class Progress:
         text = " ".join(parts) + f", {rate:,.0f} {self.unit}/s"
         return text + (f", {extra}" if extra else "")
 
-    def update(self, done: int, total: float | None = None, share: float | None = None, extra: str = "") -> None:
+    def update(self, done: int, total: float | None = None, share: float | None = None, extra: str = "",
+               force: bool = False) -> None:
+        """Redraw (at most twice a second, or now with `force`)."""
         self.done = done
         if not self.live:
             return
         now = time.perf_counter()
-        if now - self._last < 0.5:
+        if not force and now - self._last < 0.5:
             return
         self._last = now
         self.stream.write("\r\033[K" + self.line(done, total, share, extra))

@@ -127,7 +127,7 @@ async def _connected(args: argparse.Namespace):
 async def import_roster(args: argparse.Namespace) -> int:
     from monitor.accounts.registry import import_roster_file
     from monitor.accounts.roster import Rejections, RosterError, RosterReader
-    from monitor.commands._progress import Progress, ticking
+    from monitor.commands._progress import Progress
 
     try:  # read the header before connecting: a file that cannot be read fails fast
         RosterReader(args.roster).close()
@@ -145,11 +145,17 @@ async def import_roster(args: argparse.Namespace) -> int:
     if registry is None:
         return _fail(problem)  # type: ignore[arg-type]
     progress = Progress(f"accounts import {args.roster}", "rows", enabled=not args.no_progress)
-    readers: list = []
+
+    def rows(count: int, finished: bool) -> None:
+        # the file is read inside the COPY, synchronously: drawn from there, not from a task
+        progress.update(count, extra="all read; merging into the registry" if finished else "", force=finished)
+
+    def watch(reader) -> None:
+        reader.on_rows = rows
+
     try:
         rejections = Rejections(also=(lambda row: writer.writerow(msgspec.structs.astuple(row))) if writer else None)
-        async with ticking(progress, lambda: (readers[0].rows_read if readers else 0, None)):
-            report = await import_roster_file(registry, args.roster, time.time(), rejections, watch=readers.append)
+        report = await import_roster_file(registry, args.roster, time.time(), rejections, watch=watch)
     except RosterError as error:
         return _fail(str(error))
     finally:
