@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 
-def test_demo_finds_the_injected_incidents(tmp_path):
+def enterable(tmp_path: Path, request) -> Path:
+    """`tmp_path`, or as root a folder the embedded PostgreSQL (which then runs as a user of its
+    own) can enter: pytest's base folder is private to root."""
+    if os.geteuid() != 0:
+        return tmp_path
+    folder = Path(tempfile.mkdtemp(prefix="pm-demo-"))
+    folder.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
+    return folder
+
+
+def test_demo_finds_the_injected_incidents(tmp_path, request):
+    tmp_path = enterable(tmp_path, request)
     done = subprocess.run(
         [sys.executable, "-m", "monitor", "demo", "--data-dir", str(tmp_path / "demo"),
          "--accounts", "400", "--events", "20000", "--days", "3"],
@@ -30,12 +46,17 @@ def test_demo_finds_the_injected_incidents(tmp_path):
     assert spray >= 1 and spray_high == spray_critical == spray
     assert re.search(r"\d+ flagged session\(s\) with [1-9]\d* item\(s\) viewed", done.stdout)
     assert (tmp_path / "demo" / "school-day.jsonl").stat().st_size > 0
+    # the closing lines say how to look further: the DSN to export and commands that work here
+    assert re.search(r"^  export PORTAL_MONITOR_POSTGRES__DSN='postgresql://", done.stdout, re.M)
+    assert "portal-monitor alerts list" in done.stdout and "portal-monitor sessions list" in done.stdout
+    assert "detectors on: simultaneous_logins" in done.stderr and " off: " not in done.stderr  # all on
 
 
-def test_demo_over_ten_days_misses_nothing_and_stays_quiet(tmp_path):
+def test_demo_over_ten_days_misses_nothing_and_stays_quiet(tmp_path, request):
     """A multi-day run: shared school networks are learnt along the way (impossible travel from
     a school is still caught), ordinary staff who sometimes forget to log out raise nothing, and
     the injected habit raises exactly one `session_left_open`."""
+    tmp_path = enterable(tmp_path, request)
     done = subprocess.run(
         [sys.executable, "-m", "monitor", "demo", "--data-dir", str(tmp_path / "demo"),
          "--accounts", "300", "--events", "30000", "--days", "10"],
