@@ -287,6 +287,27 @@ def test_a_store_that_never_answers_is_named_with_host_port_timeout_and_cause(si
         "ConnectionRefusedError")
 
 
+def test_run_names_a_store_that_never_answers_and_retries_with_a_log_line(silent_port):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PORTAL_MONITOR_LOGGING__FORMAT": "json", "PORTAL_MONITOR_HTTP__ENABLED": "false",
+             "PORTAL_MONITOR_POSTGRES__DSN": f"postgresql://monitor@127.0.0.1:{silent_port}/portal_monitor",
+             "PORTAL_MONITOR_POSTGRES__CONNECT_TIMEOUT": "1s"},
+    )
+    time.sleep(5)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err[-2000:]
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    waiting = [e for e in logs if e["event"] == "connecting to the store"]
+    retries = [e for e in logs if e["event"] == "store not reachable, retrying"]
+    assert len(waiting) >= 2 and (waiting[0]["host"], waiting[0]["port"], waiting[0]["timeout_s"]) == (
+        "127.0.0.1", silent_port, 1.0)
+    assert len(retries) >= 2 and retries[0]["error"] == (
+        f"PostgreSQL at 127.0.0.1:{silent_port} (database portal_monitor) not reachable (connect_timeout 1 s): "
+        "no answer within 1 s (connect_timeout)")
+
+
 def test_a_kafka_that_never_answers_is_named_and_retried_with_a_log_line(silent_port):
     process = subprocess.Popen(
         [sys.executable, "-m", "monitor", "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
