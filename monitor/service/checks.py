@@ -20,10 +20,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from detectors.registry import detector_ids
+from detectors.registry import detector_ids, location_detector_ids
 from monitor.contract.durations import Seconds
 
-LOCATION_DETECTORS = ("impossible_travel", "new_country")
 NO_CITY_DB = "no GeoIP city database configured (set geoip.city_db)"
 
 
@@ -188,12 +187,13 @@ def detector_states(settings: Any, registry: bool = True) -> list[DetectorState]
     """Each detector of `detectors.registry`, on or off and why. `registry`: whether an account
     registry backs this process (the swept `dormant_account` needs one)."""
     states = []
+    location = location_detector_ids()
     for detector in detector_ids():
         section = getattr(settings.detectors, detector)
         why = ""
         if not section.enabled:
             why = f"detectors.{detector}.enabled = false"
-        elif detector in LOCATION_DETECTORS and not settings.geoip.city_db:
+        elif detector in location and not settings.geoip.city_db:
             why = NO_CITY_DB
         elif detector == "risky_network" and not settings.networks.risky and not settings.geoip.anonymous_db:
             why = "nothing to match: no networks.risky lists and no geoip.anonymous_db"
@@ -288,10 +288,10 @@ async def _try_mqtt(settings: Any, timeout: float) -> Check:
     mqtt = settings.sinks.mqtt
     if not mqtt.enabled:
         return Check("mqtt", None, "sinks.mqtt not enabled; not tried")
-    from sinks.mqtt import MqttAlertSink
+    from sinks.mqtt import MqttPublisher
 
     # its own client id: the daemon's would be taken over (MQTT drops the older connection)
-    sink = MqttAlertSink(msgspec.structs.replace(mqtt, timeout=Seconds(timeout), client_id=f"{mqtt.client_id}-check"))
+    sink = MqttPublisher(msgspec.structs.replace(mqtt, timeout=Seconds(timeout), client_id=f"{mqtt.client_id}-check"))
     problem = await probe(mqtt.host, mqtt.port, timeout)
     if problem:
         return Check("mqtt", False, problem)
@@ -313,7 +313,7 @@ def _try_geoip(settings: Any) -> list[Check]:
     for name in ("city_db", "asn_db", "anonymous_db"):
         path = getattr(settings.geoip, name)
         if not path:
-            why = f" ({', '.join(LOCATION_DETECTORS)} off)" if name == "city_db" else ""
+            why = f" ({', '.join(location_detector_ids())} off)" if name == "city_db" else ""
             checks.append(Check(f"geoip.{name}", None, f"not configured{why}"))
             continue
         reader, problem = open_reader(name, path)
