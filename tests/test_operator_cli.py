@@ -690,3 +690,9 @@ def test_systemd_unit_reloads_with_sighup_and_checks_the_config_first():
     assert service["ExecStartPre"].endswith("portal-monitor check-config --quiet")
     assert service["RestartPreventExitStatus"] == "2"
     assert "deploy/systemd/portal-monitor.service" in (ROOT / "docs" / "deployment.md").read_text()
+    if shutil.which("systemd-analyze"):  # systemd's own check; the install path does not exist here
+        done = subprocess.run(["systemd-analyze", "verify", str(ROOT / "deploy" / "systemd" / "portal-monitor.service")],
+                              capture_output=True, text=True, timeout=60)
+        complaints = [line for line in (done.stdout + done.stderr).splitlines()
+                      if line.strip() and "/opt/portal-monitor/.venv/bin/portal-monitor is not executable" not in line]
+        assert complaints == [], complaints
