@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from monitor.service.config import load_settings, masked
+from monitor.service.config import load_settings, masked, secret_values
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -48,7 +48,8 @@ async def check_config(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 600:
         print("portal-monitor: --timeout: give seconds between 0 and 600", file=sys.stderr)
         return 2
-    configure_logging(getattr(args, "log_level", None) or "error", settings.logging.format)
+    configure_logging(getattr(args, "log_level", None) or "error", settings.logging.format,
+                      secrets=secret_values(settings))
     failed = False
     for check in await try_connections(settings, args.timeout):
         word = {True: "ok", False: "FAILED", None: "skipped"}[check.ok]
