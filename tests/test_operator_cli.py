@@ -447,7 +447,7 @@ LISTING_AND_SHOWING = {
     ("alerts", "list"), ("alerts", "show"), ("alerts", "ack"), ("alerts", "resolve"),
     ("sessions", "list"), ("sessions", "show"), ("silences", "list"), ("silences", "add"),
     ("accounts", "list"), ("accounts", "show"), ("accounts", "actions"), ("accounts", "import"),
-    ("networks", "list"), ("geoip", "lookup"),
+    ("networks", "list"), ("geoip", "lookup"), ("pupils", "access"),
 }
 
 

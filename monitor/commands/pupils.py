@@ -36,10 +36,10 @@ async def pupil_access(args: argparse.Namespace) -> int:
             until=responder.parse_time(args.until),
             limit=responder.check_limit(args.limit, maximum=100_000),
         )
-        if args.format == "json":
+        if args.output == "json":
             print_json(found)
         else:
-            print_rows(found["accounts"], COLUMNS, args.format, widths={"addresses": 48})
+            print_rows(found["accounts"], COLUMNS, args.output)
         return 0
 
     return await run_with_store(args, action)
