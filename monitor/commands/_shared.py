@@ -38,7 +38,7 @@ OUTPUT_HELP = (
 FLEXIBLE = ("summary", "reason", "detail", "resource", "note", "last_error", "alert_ids", "where", "status_reason",
             "user_agent", "session_ids")
 MIN_FLEX = 12
-MIN_OTHER = 10
+MIN_OTHER = 8
 EXIT_USAGE = 2
 
 
