@@ -200,6 +200,18 @@ class NetworkStage:
             )
         )
 
+    # The checkpoint protocol of `monitor.service.checkpoints.CheckpointStore`, as a shard's: the
+    # stage's state is small (open windows of active sources), so every checkpoint is whole.
+
+    def checkpoint(self, full: bool) -> bytes:
+        return self.snapshot()
+
+    def checkpointed(self) -> None:
+        """Nothing to forget: no changes are tracked between checkpoints."""
+
+    def apply_delta(self, data: bytes) -> None:
+        self.restore(data)  # never written (the stage's store writes full checkpoints only)
+
     def restore(self, data: bytes) -> None:
         snapshot = msgspec.msgpack.decode(data, type=StageSnapshot)
         if snapshot.version != SNAPSHOT_VERSION:

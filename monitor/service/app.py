@@ -18,7 +18,7 @@ from monitor.response import console
 from monitor.accounts.lifecycle import AccountLifecycle
 from monitor.accounts.postgres import PostgresRegistry
 from monitor.alerting.gate import build_gate
-from monitor.service.checkpoints import CheckpointStore
+from monitor.service.checkpoints import CheckpointSettings, CheckpointStore
 from monitor.service.config import ConfigError, Settings
 from monitor.service.http import HttpServer, build_app
 from monitor.ingest.kafka_client import client_options, start_client
@@ -154,7 +154,8 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
         stage = settings.network_stage
         stage_checkpoints = None
         if store is not None and settings.checkpoint.enabled:
-            stage_checkpoints = CheckpointStore(store, stage.group_id, stage.topic)
+            # the stage's state is small: whole checkpoints, no deltas
+            stage_checkpoints = CheckpointStore(store, stage.group_id, stage.topic, CheckpointSettings(incremental=False))
         stage_service = NetworkStageService(settings, delivery, metrics, stop, checkpoints=stage_checkpoints)
         parts.append(Part("network stage", stage_service.start, stage_service.close))
     if settings.http.enabled:

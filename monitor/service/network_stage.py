@@ -99,10 +99,9 @@ class NetworkStageService:
             if self.checkpoints is not None:
                 saved = await self._retry(lambda p=partition: self.checkpoints.load(p))  # type: ignore[union-attr]
                 if saved is not None:
-                    offset, state = saved
-                    stage.restore(state)
-                    self.source.seek(partition, offset)
-                    log.info("network stage restored from checkpoint", partition=partition, offset=offset, bytes=len(state))
+                    saved.restore(stage)
+                    self.source.seek(partition, saved.offset)
+                    log.info("network stage restored from checkpoint", partition=partition, offset=saved.offset, bytes=saved.size)
             self.stages[partition] = stage
         self.metrics.stage_partitions.set(len(self.stages))
 
@@ -200,7 +199,7 @@ class NetworkStageService:
             return
         offsets = {p: s.commit_offset() for p, s in stages.items()}
         if self.checkpoints is not None:
-            await self.checkpoints.save({p: (offsets[p], s.snapshot(), s.watermark) for p, s in stages.items()})
+            await self.checkpoints.save({p: (offsets[p], s) for p, s in stages.items()})
         await self.source.commit(offsets)  # type: ignore[arg-type]
         self.metrics.commits.labels("succeeded").inc()
         self._last_checkpoint = time.monotonic()
