@@ -3,12 +3,17 @@
     python -m bench.pupils throughput EVENTS.jsonl [--runs 5] [--batch 5000]
     python -m bench.pupils memory [--accounts 1000000]
     python -m bench.pupils store EVENTS.jsonl --dsn DSN [--rows 10000000]
+    python -m bench.pupils instructions EVENTS.jsonl [--events 50000]
 
 `throughput` runs the engine alone (the access log folded per batch, not written) (as `bench/engine.py`: decode, reorder buffer, session
 table, detectors; no file reading, no sinks) over the same events with `unlinked_pupil_access`
 and `bulk_record_access` and the access log ([pupils] access_log) on, then all three off, alternating, and prints
 the median events per CPU-second of each and their ratio. CPU seconds of this process are what
 other load on a shared machine disturbs least.
+
+`instructions` counts the same on vs off with callgrind (valgrind), which the machine's load
+does not move: the engine over the first N and the first 2N events of the file, and prints the
+marginal instructions per event, (I(2N) - I(N)) / N, of each and their ratio.
 
 `memory` measures, with tracemalloc, the state the two detectors keep per account after a
 school day's pattern: parents with two linked children who open them a few times, teachers who
@@ -73,6 +78,55 @@ def throughput(path: str, runs: int, batch: int) -> None:
     print(f"on : {on:,.0f} events per CPU-second (runs {', '.join(f'{r:,.0f}' for r in rates[True])}); alerts {alerts[True]}")
     print(f"off: {off:,.0f} events per CPU-second (runs {', '.join(f'{r:,.0f}' for r in rates[False])}); alerts {alerts[False]}")
     print(f"on / off: {on / off:.3f} ({(1 - on / off) * 100:.1f}% slower)")
+
+
+def once(path: str, batch: int, on: bool) -> None:
+    """One run of the engine over the file (what `instructions` counts)."""
+    with open(path, "rb") as source:
+        lines = [line for line in source if line.strip()]
+    _, alerts = _run(lines, batch, on)
+    print(f"alerts {alerts}")
+
+
+def instructions(path: str, events: int, batch: int) -> None:
+    import re
+    import subprocess
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="pm-pupils-callgrind-"))
+    with open(path, "rb") as source:
+        lines = [line for line in source if line.strip()]
+    if len(lines) < 2 * events:
+        sys.exit(f"instructions: {path} has {len(lines):,} events, fewer than 2 x {events:,}")
+    files = {n: folder / f"{n}.jsonl" for n in (events, 2 * events)}
+    for n, file in files.items():
+        file.write_bytes(b"".join(lines[:n]))
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+
+    def count(job: tuple[int, bool]) -> int:
+        n, on = job
+        out = folder / f"{n}-{on}.out"
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "bench.pupils",
+                   "once", str(files[n]), "--batch", str(batch), "--on" if on else "--off"]
+        done = subprocess.run(command, env=env, capture_output=True)
+        found = re.search(rb"Collected\s*:\s*(\d+)", done.stderr)
+        if done.returncode != 0 or not found:
+            sys.exit(f"callgrind failed (exit {done.returncode}):\n{done.stderr.decode(errors='replace')[-2000:]}")
+        return int(found.group(1))
+
+    jobs = [(n, on) for on in (True, False) for n in files]
+    with ThreadPoolExecutor(2) as pool:
+        counted = dict(zip(jobs, pool.map(count, jobs)))
+    per_event = {on: (counted[(2 * events, on)] - counted[(events, on)]) / events for on in (True, False)}
+    print(f"N = {events:,} events of {path}")
+    print(f"on : {per_event[True]:,.0f} instructions per event (marginal)")
+    print(f"off: {per_event[False]:,.0f} instructions per event (marginal)")
+    print(f"on / off: {per_event[True] / per_event[False]:.3f}")
+    for file in folder.iterdir():
+        file.unlink()
+    folder.rmdir()
 
 
 def memory(accounts: int) -> None:
@@ -226,8 +280,21 @@ def main() -> None:
     st.add_argument("--dsn", required=True, help="a scratch database (pupil_access there is emptied)")
     st.add_argument("--rows", type=int, default=10_000_000)
     st.add_argument("--queries", type=int, default=200)
+    ins = commands.add_parser("instructions", help="callgrind: marginal instructions per event, on vs off")
+    ins.add_argument("events")
+    ins.add_argument("--events", dest="count", type=int, default=50_000, help="N (default 50000)")
+    ins.add_argument("--batch", type=int, default=5000)
+    one = commands.add_parser("once", help="one run of the engine (what `instructions` counts)")
+    one.add_argument("events")
+    one.add_argument("--batch", type=int, default=5000)
+    one.add_argument("--on", dest="on", action="store_true", default=True)
+    one.add_argument("--off", dest="on", action="store_false")
     args = parser.parse_args()
-    if args.command == "throughput":
+    if args.command == "instructions":
+        instructions(args.events, args.count, args.batch)
+    elif args.command == "once":
+        once(args.events, args.batch, args.on)
+    elif args.command == "throughput":
         throughput(args.events, args.runs, args.batch)
     elif args.command == "store":
         import asyncio
