@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 # page_view that changed its session's IP address (or opened a session not seen logging in),
 # after the session's `location` was updated. Cheaper than listing every "page_view".
 IP_CHANGED = "ip_changed"
+# A pseudo event type a detector may list in `event_types`: it is then called with each
+# page_view that names a pupil (`pupil_id`, set by the decoder from the resource if need be),
+# and never with the page views that name none. In the same place among the detectors as
+# "page_view" (registry order); a detector lists one of the two, not both.
+PUPIL_VIEW = "pupil_view"
 
 
 class DetectorContext:

@@ -10,7 +10,7 @@ from typing import Literal
 
 import msgspec
 
-from detectors.base import Detector, DetectorContext
+from detectors.base import PUPIL_VIEW, Detector, DetectorContext
 from monitor.contract import policy
 from monitor.contract.alerts import Alert, new_alert, utc
 from monitor.contract.durations import Seconds
@@ -29,6 +29,7 @@ OTHER_ROLE = "other"
 _NEVER = float("inf")
 _SPACE = float(1 << 32)
 _WINDOWS_CAP = 255
+_FREE_WINDOWS = 256  # closed Window objects kept for reuse
 
 
 class BulkRecordAccessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -216,7 +217,7 @@ class BulkRecordAccess(Detector):
     """
 
     id = "bulk_record_access"
-    event_types = ("page_view",)
+    event_types = (PUPIL_VIEW,)
 
     def __init__(self, settings: BulkRecordAccessSettings, context: DetectorContext) -> None:
         self.settings = settings
@@ -233,13 +234,17 @@ class BulkRecordAccess(Detector):
         self._window = settings.window
         self._evidence_pupils = settings.evidence_pupils
         self._exact = settings.exact_pupils
+        self._parent_floor = float(settings.parent_min_pupils) - 1
+        self._staff_floor = float(settings.staff_min_pupils) - 1
+        self._staff_unknown = float(settings.staff_unknown_pupils)
+        self._factor = settings.factor
+        self._min_windows = settings.min_windows
+        self._free: list[Window] = []  # closed windows' objects, reused by `_open`
 
     # -- events ----------------------------------------------------------------------------------
 
     def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
-        pupil = event.pupil_id
-        if pupil is None:
-            return None
+        pupil = event.pupil_id  # a PUPIL_VIEW: never None
         at = event.at
         if at >= self._next_end:
             self._expire(at)  # in event time: the same windows close whatever the batches
@@ -292,7 +297,6 @@ class BulkRecordAccess(Detector):
     # -- windows ---------------------------------------------------------------------------------
 
     def _open(self, event: PortalEvent, at: float) -> Window:
-        settings = self.settings
         account_id = event.account_id
         packed = self.baselines.get(account_id)
         if packed is None:
@@ -304,28 +308,57 @@ class BulkRecordAccess(Detector):
             seen = (packed >> 8) & 0xFF
             usual = (packed >> 16) / 10
         parent = event.portal == "parent"
-        threshold = float(settings.parent_min_pupils if parent else settings.staff_min_pupils) - 1
-        own = usual if seen >= settings.min_windows else 0.0
+        threshold = self._parent_floor if parent else self._staff_floor
+        own = usual if seen >= self._min_windows else 0.0
         if own:
-            threshold = max(threshold, settings.factor * own)
-        role_usual = self._role_usual(role)
+            threshold = max(threshold, self._factor * own)
+        role_usual = self._role_usuals[role]
+        if role_usual is None:
+            role_usual = self._role_usuals[role] = self._quantile(role)
         if role_usual:
-            threshold = max(threshold, settings.factor * role_usual)
+            threshold = max(threshold, self._factor * role_usual)
         elif not own and not parent:
-            threshold = max(threshold, float(settings.staff_unknown_pupils))
-        window = self.live[account_id] = Window(at, role, parent, threshold, own, role_usual)
-        if not self.ends:
-            self._next_end = at + settings.window
-        self.ends.append((at + settings.window, account_id))
+            threshold = max(threshold, self._staff_unknown)
+        free = self._free
+        if free:  # a closed window's object, reset: cheaper than a new one
+            window = free.pop()
+            window.start = at
+            window.role = role
+            window.parent = parent
+            window.threshold = threshold
+            window.usual = own
+            window.role_usual = role_usual
+            if window.seen is None:
+                window.seen = set()
+                window.hashes = None
+                window.pupils = []
+            window.taken = 0
+            window.took = None
+            window.alerted = None
+        else:
+            window = Window(at, role, parent, threshold, own, role_usual)
+        self.live[account_id] = window
+        end = at + self._window
+        ends = self.ends
+        if not ends:
+            self._next_end = end
+        ends.append((end, account_id))
         if packed is None:
             self.baselines[account_id] = role
         return window
 
     def _close(self, account_id: str, window: Window) -> None:
         del self.live[account_id]
-        if window.alerted is not None:
+        alerted = window.alerted is not None
+        count = 0 if alerted else window.count(self._exact)
+        free = self._free
+        if len(free) < _FREE_WINDOWS:  # its object is reused by `_open`
+            seen = window.seen
+            if seen is not None:
+                seen.clear()
+            free.append(window)
+        if alerted:
             return  # not learnt from: an alerted window must not become the usual
-        count = window.count(self._exact)
         packed = self.baselines.get(account_id, window.role)
         seen = (packed >> 8) & 0xFF
         usual = max(float(count), (packed >> 16) / 10 * self.settings.decay)

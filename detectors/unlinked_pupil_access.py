@@ -6,7 +6,7 @@ from typing import Literal, Mapping, Sequence
 
 import msgspec
 
-from detectors.base import Detector, DetectorContext
+from detectors.base import PUPIL_VIEW, Detector, DetectorContext
 from monitor.contract import policy
 from monitor.contract.accounts import LentLink
 from monitor.contract.alerts import Alert, new_alert, utc
@@ -66,7 +66,7 @@ class UnlinkedPupilAccess(Detector):
     """
 
     id = "unlinked_pupil_access"
-    event_types = ("page_view", "pupil_linked", "pupil_unlinked")
+    event_types = (PUPIL_VIEW, "pupil_linked", "pupil_unlinked")
 
     def __init__(self, settings: UnlinkedPupilAccessSettings, context: DetectorContext) -> None:
         self.settings = settings
@@ -86,9 +86,9 @@ class UnlinkedPupilAccess(Detector):
 
     def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
         if event.type == "page_view":
-            pupil = event.pupil_id
-            if pupil is None or event.portal == "schools":
-                return None  # not a pupil's record; or staff: not judged by links
+            if event.portal == "schools":
+                return None  # staff: not judged by links
+            pupil = event.pupil_id  # a PUPIL_VIEW: never None
             links = self.links.get(event.account_id)
             if links is None:
                 if event.portal == "parent":

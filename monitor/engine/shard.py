@@ -6,7 +6,8 @@ watermark (max event time seen minus the allowed lateness) passes them, then run
 event-time order through the session table and the detectors interested in their type.
 Logins, and page views that change their session's IP address, are located by the process's
 `GeoServices` right after the session table saw them and before any detector; detectors that
-list `IP_CHANGED` are called for those page views only.
+list `IP_CHANGED` are called for those page views only; detectors that list `PUPIL_VIEW` are
+called for the page views that name a pupil only: the other page views pay nothing for them.
 Everything here is synchronous: the only awaits are at the edges (sources and sinks).
 """
 
@@ -21,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import msgspec
 
-from detectors.base import IP_CHANGED, Detector, snapshots
+from detectors.base import IP_CHANGED, PUPIL_VIEW, Detector, snapshots
 from monitor.contract.accounts import STATUS_EVENTS, AccountActivity, DormancyMark, StatusChange
 from monitor.contract.alerts import Alert
 from monitor.engine.findings import ACCESS_SLOT, NO_WATERMARK, FlaggedSession, Findings, ViewedItemRecord, dead_letter
@@ -36,6 +37,15 @@ from monitor.contract.outcomes import LoginOutcome
 
 SNAPSHOT_VERSION = 2  # 2: an account's lone session is written as [session] (OneSession); 1 is still read
 DELTA_VERSION = 1
+
+
+ROUTES: tuple[str, ...] = (*EVENT_TYPES, PUPIL_VIEW)
+
+
+def _routed(detector: Detector, route: str) -> bool:
+    """Whether `detector` is called for events of `route` (an event type, or PUPIL_VIEW)."""
+    types = detector.event_types
+    return route in types or (route == PUPIL_VIEW and "page_view" in types)
 
 
 class ShardSnapshot(msgspec.Struct, array_like=True):
@@ -185,9 +195,10 @@ class Shard:
         self._ids_taken = 0
         self._ids_confirmed = 0
         self._keyed = tuple(d for d in self.detectors if d.accounts_state() is not None)
+        # By route: the event's type, or PUPIL_VIEW for a page view naming a pupil (whose
+        # detectors are those of "page_view" and of PUPIL_VIEW, in registry order).
         self._dispatch: dict[str, tuple] = {
-            event_type: tuple(d.on_event for d in self.detectors if event_type in d.event_types)
-            for event_type in EVENT_TYPES
+            route: tuple(d.on_event for d in self.detectors if _routed(d, route)) for route in ROUTES
         }
         self._on_ip_change = tuple(d.on_event for d in self.detectors if IP_CHANGED in d.event_types)
         self._ticks = tuple(d.on_tick for d in self.detectors if type(d).on_tick is not Detector.on_tick)
@@ -201,8 +212,8 @@ class Shard:
         self._untimed = (self._dispatch, self._on_ip_change, self._ticks, self._on_ended)
         self._with_timers = (
             {
-                event_type: tuple(self._timer(d.id, d.on_event) for d in self.detectors if event_type in d.event_types)
-                for event_type in EVENT_TYPES
+                route: tuple(self._timer(d.id, d.on_event) for d in self.detectors if _routed(d, route))
+                for route in ROUTES
             },
             tuple(self._timer(d.id, d.on_event) for d in self.detectors if IP_CHANGED in d.event_types),
             tuple(self._timer(d.id, d.on_tick) for d in self.detectors if type(d).on_tick is not Detector.on_tick),
@@ -518,15 +529,17 @@ class Shard:
         if account is None:
             account = table.account(account_id)
         moved = False
+        route = kind
         if kind == "page_view":
             known = account.sessions.get(event.session_id)  # type: ignore[arg-type]
             ip = event.ip
             # A located activity: the view changed its session's IP, or opened one unseen.
             moved = ip is not None and (known is None or ip != known.last_ip)
             session = table.view(event, account, known)
-            if self.access_log:
-                pupil = event.pupil_id
-                if pupil is not None:  # the access log, inlined: one entry per account, pupil, day
+            pupil = event.pupil_id
+            if pupil is not None:
+                route = PUPIL_VIEW
+                if self.access_log:  # the access log, inlined: one entry per account, pupil, day
                     at = event.at
                     key = (account_id, pupil, at // 86400.0)
                     access = self._findings.pupil_access
@@ -570,7 +583,7 @@ class Shard:
                 info = self.networks.lookup(event.ip)  # type: ignore[arg-type]
                 if info is not None:
                     self._outcome(event, False, info.network, info.allowlisted)
-        for on_event in self._dispatch[kind]:
+        for on_event in self._dispatch[route]:
             alerts = on_event(event, account)
             if alerts:
                 self._raise(alerts)
