@@ -1,15 +1,19 @@
 """What the pupil-record features cost: throughput on vs off, and bytes per account.
 
-    python -m bench.pupils throughput EVENTS.jsonl [--runs 5] [--batch 5000]
+    python -m bench.pupils throughput EVENTS.jsonl [--runs 5] [--batch 5000] [--gc replay|default]
     python -m bench.pupils memory [--accounts 1000000]
     python -m bench.pupils store EVENTS.jsonl --dsn DSN [--rows 10000000]
-    python -m bench.pupils instructions EVENTS.jsonl [--events 50000]
+    python -m bench.pupils instructions EVENTS.jsonl [--events 50000] [--gc replay|default]
 
 `throughput` runs the engine alone (the access log folded per batch, not written) (as `bench/engine.py`: decode, reorder buffer, session
 table, detectors; no file reading, no sinks) over the same events with `unlinked_pupil_access`
 and `bulk_record_access` and the access log ([pupils] access_log) on, then all three off, alternating, and prints
 the median events per CPU-second of each and their ratio. CPU seconds of this process are what
-other load on a shared machine disturbs least.
+other load on a shared machine disturbs least. `--gc replay` (the default) tunes the garbage
+collector as `portal-monitor replay` and `run` do (`monitor.service.runtime`: a young collection
+every 50,000 allocations, start-up objects frozen); `--gc default` keeps CPython's defaults
+(every 700), which charge each new long-lived object (a window, an access-log entry) several
+collections.
 
 `instructions` counts the same on vs off with callgrind (valgrind), which the machine's load
 does not move: the engine over the first N and the first 2N events of the file, and prints the
@@ -64,9 +68,17 @@ def _run(lines: list[bytes], batch: int, on: bool) -> tuple[float, int]:
     return time.process_time() - cpu, alerts
 
 
-def throughput(path: str, runs: int, batch: int) -> None:
+def _tune(gc_mode: str) -> None:
+    if gc_mode == "replay":
+        from monitor.service.runtime import tune_garbage_collector
+
+        tune_garbage_collector()
+
+
+def throughput(path: str, runs: int, batch: int, gc_mode: str = "replay") -> None:
     with open(path, "rb") as source:
         lines = [line for line in source if line.strip()]
+    _tune(gc_mode)
     rates: dict[bool, list[float]] = {True: [], False: []}
     alerts: dict[bool, int] = {}
     for _ in range(runs):
@@ -74,21 +86,22 @@ def throughput(path: str, runs: int, batch: int) -> None:
             cpu, alerts[on] = _run(lines, batch, on)
             rates[on].append(len(lines) / cpu)
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
-    print(f"events: {len(lines):,}; runs: {runs}; batch: {batch}")
+    print(f"events: {len(lines):,}; runs: {runs}; batch: {batch}; garbage collector: {gc_mode}")
     print(f"on : {on:,.0f} events per CPU-second (runs {', '.join(f'{r:,.0f}' for r in rates[True])}); alerts {alerts[True]}")
     print(f"off: {off:,.0f} events per CPU-second (runs {', '.join(f'{r:,.0f}' for r in rates[False])}); alerts {alerts[False]}")
     print(f"on / off: {on / off:.3f} ({(1 - on / off) * 100:.1f}% slower)")
 
 
-def once(path: str, batch: int, on: bool) -> None:
+def once(path: str, batch: int, on: bool, gc_mode: str = "replay") -> None:
     """One run of the engine over the file (what `instructions` counts)."""
     with open(path, "rb") as source:
         lines = [line for line in source if line.strip()]
+    _tune(gc_mode)
     _, alerts = _run(lines, batch, on)
     print(f"alerts {alerts}")
 
 
-def instructions(path: str, events: int, batch: int) -> None:
+def instructions(path: str, events: int, batch: int, gc_mode: str = "replay") -> None:
     import re
     import subprocess
     import tempfile
@@ -109,7 +122,7 @@ def instructions(path: str, events: int, batch: int) -> None:
         n, on = job
         out = folder / f"{n}-{on}.out"
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "bench.pupils",
-                   "once", str(files[n]), "--batch", str(batch), "--on" if on else "--off"]
+                   "once", str(files[n]), "--batch", str(batch), "--gc", gc_mode, "--on" if on else "--off"]
         done = subprocess.run(command, env=env, capture_output=True)
         found = re.search(rb"Collected\s*:\s*(\d+)", done.stderr)
         if done.returncode != 0 or not found:
@@ -120,7 +133,7 @@ def instructions(path: str, events: int, batch: int) -> None:
     with ThreadPoolExecutor(2) as pool:
         counted = dict(zip(jobs, pool.map(count, jobs)))
     per_event = {on: (counted[(2 * events, on)] - counted[(events, on)]) / events for on in (True, False)}
-    print(f"N = {events:,} events of {path}")
+    print(f"N = {events:,} events of {path}; garbage collector: {gc_mode}")
     print(f"on : {per_event[True]:,.0f} instructions per event (marginal)")
     print(f"off: {per_event[False]:,.0f} instructions per event (marginal)")
     print(f"on / off: {per_event[True] / per_event[False]:.3f}")
@@ -273,6 +286,8 @@ def main() -> None:
     run.add_argument("events")
     run.add_argument("--runs", type=int, default=5)
     run.add_argument("--batch", type=int, default=5000)
+    run.add_argument("--gc", choices=("replay", "default"), default="replay",
+                     help="replay: tuned as `portal-monitor replay` (default); default: CPython's")
     mem = commands.add_parser("memory", help="bytes per account of the pupil detectors' state")
     mem.add_argument("--accounts", type=int, default=1_000_000)
     st = commands.add_parser("store", help="pupil_access rows and bytes per million views; query time among N rows")
@@ -284,18 +299,22 @@ def main() -> None:
     ins.add_argument("events")
     ins.add_argument("--events", dest="count", type=int, default=50_000, help="N (default 50000)")
     ins.add_argument("--batch", type=int, default=5000)
+    ins.add_argument("--gc", choices=("replay", "default"), default="replay",
+                     help="replay: tuned as `portal-monitor replay` (default); default: CPython's")
     one = commands.add_parser("once", help="one run of the engine (what `instructions` counts)")
     one.add_argument("events")
     one.add_argument("--batch", type=int, default=5000)
+    one.add_argument("--gc", choices=("replay", "default"), default="replay",
+                     help="replay: tuned as `portal-monitor replay` (default); default: CPython's")
     one.add_argument("--on", dest="on", action="store_true", default=True)
     one.add_argument("--off", dest="on", action="store_false")
     args = parser.parse_args()
     if args.command == "instructions":
-        instructions(args.events, args.count, args.batch)
+        instructions(args.events, args.count, args.batch, args.gc)
     elif args.command == "once":
-        once(args.events, args.batch, args.on)
+        once(args.events, args.batch, args.on, args.gc)
     elif args.command == "throughput":
-        throughput(args.events, args.runs, args.batch)
+        throughput(args.events, args.runs, args.batch, args.gc)
     elif args.command == "store":
         import asyncio
 
