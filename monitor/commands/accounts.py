@@ -94,14 +94,20 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     actions.set_defaults(func=list_actions)
 
 
-async def _registry(args: argparse.Namespace):
+async def _registry(args: argparse.Namespace, migrate: bool = False):
     from monitor import store
     from monitor.accounts.postgres import PostgresRegistry
     from monitor.support.logging import configure_logging
 
     settings = load_settings(args.config)
     configure_logging(log_level(args, "warning"), settings.logging.format)  # stdout is for the command's output
-    pool = await store.connect(settings.postgres)  # never migrates: `portal-monitor migrate` does
+    pool = await store.connect(settings.postgres)
+    if migrate:  # an operator's write (the roster import), like `run`; the query commands never migrate
+        try:
+            await store.migrate(pool)
+        except BaseException:
+            await pool.close()
+            raise
     return PostgresRegistry(pool)
 
 
@@ -109,9 +115,9 @@ def _fail(message: str) -> int:
     return fail(message)
 
 
-async def _connected(args: argparse.Namespace):
+async def _connected(args: argparse.Namespace, migrate: bool = False):
     try:
-        return await _registry(args), None
+        return await _registry(args, migrate), None
     except (OSError, Exception) as error:  # noqa: B014 - asyncpg raises many kinds
         from monitor.service.config import ConfigError
 
@@ -141,7 +147,7 @@ async def import_roster(args: argparse.Namespace) -> int:
             return _fail(f"cannot write {args.rejects}: {error.strerror}")
         writer = csv.writer(rejects)
         writer.writerow(["line", "reason", "detail"])
-    registry, problem = await _connected(args)
+    registry, problem = await _connected(args, migrate=True)
     if registry is None:
         return _fail(problem)  # type: ignore[arg-type]
     progress = Progress(f"accounts import {args.roster}", "rows", enabled=not args.no_progress)
