@@ -116,7 +116,7 @@ def pupil_access_columns(entries) -> list[list]:
         exports.append(entry[5])
         firsts.append(utc(entry[0]))
         lasts.append(utc(entry[1]))
-        addresses.append(" ".join(entry[6]))
+        addresses.append(" ".join(entry[6:]))  # `access_addresses`: inline from slot 6
     return columns
 
 

@@ -77,6 +77,12 @@ ACCESS_ACTIONS: tuple[str, ...] = ("view", "download", "print", "export")
 # Where each action is counted in an access-log entry (see `Findings.pupil_access`).
 ACCESS_SLOT: dict[str, int] = {action: 2 + index for index, action in enumerate(ACCESS_ACTIONS)}
 MAX_ACCESS_ADDRESSES = 4
+ADDRESSES_SLOT = 6  # an entry's addresses follow its counts, inline
+
+
+def access_addresses(entry: list) -> list[str]:
+    """An access-log entry's addresses (kept inline from slot 6: no list of their own per entry)."""
+    return entry[ADDRESSES_SLOT:]
 
 
 def merge_access(mine: list, later: list) -> None:
@@ -87,10 +93,9 @@ def merge_access(mine: list, later: list) -> None:
         mine[1] = later[1]
     for slot in (2, 3, 4, 5):
         mine[slot] += later[slot]
-    addresses = mine[6]
-    for ip in later[6]:
-        if len(addresses) < MAX_ACCESS_ADDRESSES and ip not in addresses:
-            addresses.append(ip)
+    for ip in later[ADDRESSES_SLOT:]:
+        if len(mine) < ADDRESSES_SLOT + MAX_ACCESS_ADDRESSES and ip not in mine[ADDRESSES_SLOT:]:
+            mine.append(ip)
 
 
 class Findings:
@@ -117,7 +122,8 @@ class Findings:
         self.dormancy_marks: list[DormancyMark] = []
         # The batch's access log of pupils' records ([pupils] access_log): (account id, pupil id,
         # UTC day as days since the epoch, a float) -> [first at, last at, views, downloads,
-        # prints, exports, up to 4 addresses]; plain lists, updated in place per page view.
+        # prints, exports, then up to 4 addresses inline (`access_addresses`)]; plain lists,
+        # updated in place per page view.
         self.pupil_access: dict[tuple[str, str, float], list] = {}
         self.login_outcomes: list[LoginOutcome] = []
 

@@ -545,17 +545,15 @@ class Shard:
                     access = self._findings.pupil_access
                     entry = access.get(key)
                     ip = event.ip
-                    if entry is None:
-                        entry = access[key] = [at, at, 0, 0, 0, 0, [ip] if ip is not None else []]
+                    if entry is None:  # the addresses inline from slot 6: no list of its own
+                        entry = access[key] = [at, at, 0, 0, 0, 0, ip] if ip is not None else [at, at, 0, 0, 0, 0]
                     else:
                         if at > entry[1]:
                             entry[1] = at
                         elif at < entry[0]:
                             entry[0] = at
-                        if ip is not None:
-                            addresses = entry[6]
-                            if ip not in addresses and len(addresses) < 4:
-                                addresses.append(ip)
+                        if ip is not None and len(entry) < 10 and ip not in entry[6:]:
+                            entry.append(ip)
                     entry[ACCESS_SLOT[event.action]] += 1
             if session.flagged:
                 self._findings.viewed_items.append(
