@@ -5,6 +5,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections import deque
+from itertools import islice
 from zlib import crc32
 from typing import Literal
 
@@ -64,6 +65,9 @@ class BulkRecordAccessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_on
     """Pupil ids kept per window for the alert's evidence."""
     max_roles: int = 64
     """Roles given a baseline of their own; later roles share the role `other`."""
+    max_accounts: int = 2_000_000
+    """Accounts whose usual is kept (per shard); beyond, those whose last window closed longest
+    ago are forgotten, an eighth at a time (they start again from their role's usual)."""
 
     def __post_init__(self) -> None:
         if self.window <= 0:
@@ -76,6 +80,8 @@ class BulkRecordAccessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_on
             raise ValueError("decay must be in (0, 1]")
         if self.exact_pupils < 8:
             raise ValueError("exact_pupils must be at least 8")
+        if self.max_accounts < 1:
+            raise ValueError("max_accounts must be at least 1")
 
 
 class WindowState(msgspec.Struct, array_like=True):
@@ -111,10 +117,12 @@ class Window:
 
     __slots__ = (
         "start", "role", "parent", "threshold", "usual", "role_usual", "seen", "hashes",
-        "taken", "took", "alerted", "pupils",
+        "taken", "took", "alerted", "pupils", "account_id", "end",
     )
 
     def __init__(self, start: float, role: int, parent: bool, threshold: float, usual: float, role_usual: float) -> None:
+        self.account_id = ""  # whose window (set by `BulkRecordAccess._open`)
+        self.end = start  # when it closes (start + window)
         self.start = start
         self.role = role
         self.parent = parent
@@ -224,7 +232,7 @@ class BulkRecordAccess(Detector):
         # account -> usual (tenths of a pupil) << 16 | windows seen << 8 | role code
         self.baselines: dict[str, int] = {}
         self.live: dict[str, Window] = {}
-        self.ends: deque[tuple[float, str]] = deque()  # (window end, account), in the order windows opened
+        self.ends: deque[Window] = deque()  # the open windows, in the order they opened (and end)
         self.roles: list[str] = []
         self.role_codes: dict[str, int] = {}
         self.histograms: list[list[float]] = []
@@ -239,6 +247,10 @@ class BulkRecordAccess(Detector):
         self._staff_unknown = float(settings.staff_unknown_pupils)
         self._factor = settings.factor
         self._min_windows = settings.min_windows
+        self._decay = settings.decay
+        self._role_memory = settings.role_memory
+        self._role_min_windows = settings.role_min_windows
+        self._max_accounts = settings.max_accounts
         self._free: list[Window] = []  # closed windows' objects, reused by `_open`
 
     # -- events ----------------------------------------------------------------------------------
@@ -284,15 +296,11 @@ class BulkRecordAccess(Detector):
 
     def _expire(self, until: float) -> None:
         ends = self.ends
-        live = self.live
-        length = self._window
+        popleft = ends.popleft
         close = self._close
-        while ends and ends[0][0] <= until:
-            end, account_id = ends.popleft()
-            current = live.get(account_id)
-            if current is not None and current.start + length == end:
-                close(account_id, current)
-        self._next_end = ends[0][0] if ends else _NEVER
+        while ends and ends[0].end <= until:
+            close(popleft())
+        self._next_end = ends[0].end if ends else _NEVER
 
     # -- windows ---------------------------------------------------------------------------------
 
@@ -337,20 +345,34 @@ class BulkRecordAccess(Detector):
             window.alerted = None
         else:
             window = Window(at, role, parent, threshold, own, role_usual)
+        window.account_id = account_id
         self.live[account_id] = window
-        end = at + self._window
+        end = window.end = at + self._window
         ends = self.ends
         if not ends:
             self._next_end = end
-        ends.append((end, account_id))
+        ends.append(window)
         if packed is None:
-            self.baselines[account_id] = role
+            baselines = self.baselines
+            if len(baselines) >= self._max_accounts:
+                self._forget_accounts()
+                baselines = self.baselines
+            baselines[account_id] = role
         return window
 
-    def _close(self, account_id: str, window: Window) -> None:
+    def _forget_accounts(self) -> None:
+        """`max_accounts` reached: forget the eighth of the baselines whose windows closed
+        longest ago (`_close` moves an account to the end), in one pass (amortised O(1))."""
+        baselines = self.baselines
+        drop = max(1, len(baselines) // 8)
+        self.baselines = dict(islice(baselines.items(), drop, None))
+
+    def _close(self, window: Window) -> None:
+        account_id = window.account_id
         del self.live[account_id]
         alerted = window.alerted is not None
         count = 0 if alerted else window.count(self._exact)
+        role = window.role
         free = self._free
         if len(free) < _FREE_WINDOWS:  # its object is reused by `_open`
             seen = window.seen
@@ -359,21 +381,29 @@ class BulkRecordAccess(Detector):
             free.append(window)
         if alerted:
             return  # not learnt from: an alerted window must not become the usual
-        packed = self.baselines.get(account_id, window.role)
+        baselines = self.baselines
+        # Taken out and put back: the dict's order is then the order windows last closed.
+        packed = baselines.pop(account_id, None)
+        if packed is None:  # forgotten while its window was open
+            packed = role
+            if len(baselines) >= self._max_accounts:
+                self._forget_accounts()
+                baselines = self.baselines
+        usual = (packed >> 16) / 10 * self._decay
+        if count > usual:
+            usual = count
         seen = (packed >> 8) & 0xFF
-        usual = max(float(count), (packed >> 16) / 10 * self.settings.decay)
-        self.baselines[account_id] = (round(usual * 10) << 16) | (min(seen + 1, _WINDOWS_CAP) << 8) | (packed & 0xFF)
-        role = window.role
+        baselines[account_id] = (round(usual * 10) << 16) | ((seen + 1 if seen < _WINDOWS_CAP else seen) << 8) | (packed & 0xFF)
         histogram = self.histograms[role]
         histogram[bisect_left(BOUNDS, count)] += 1.0
         totals = self._role_totals
-        totals[role] += 1.0
-        if totals[role] > self.settings.role_memory:
+        total = totals[role] = totals[role] + 1.0
+        if total > self._role_memory:
             histogram[:] = [n / 2 for n in histogram]
-            totals[role] = sum(histogram)
+            total = totals[role] = sum(histogram)
         # The role's usual is read again after every 16th window it learnt from (and while it
         # has too few to count): a quantile need not move with each window.
-        if totals[role] < self.settings.role_min_windows + 16 or not int(totals[role]) % 16:
+        if total < self._role_min_windows + 16 or not int(total) % 16:
             self._role_usuals[role] = None
 
     def _role_code(self, role: str) -> int:
@@ -476,7 +506,7 @@ class BulkRecordAccess(Detector):
         return {
             "baselines": self.baselines,
             "windows": {account_id: window.state() for account_id, window in self.live.items()},
-            "ends": list(self.ends),
+            "ends": [(window.end, window.account_id) for window in self.ends],
             "roles": self.roles,
             "histograms": self.histograms,
         }
@@ -490,9 +520,20 @@ class BulkRecordAccess(Detector):
         self._role_usuals = [None] * len(self.roles)
         self._role_totals = [sum(histogram) for histogram in self.histograms]
         windows = msgspec.convert(saved["windows"], dict[str, WindowState])
-        self.live = {account_id: Window.from_state(window) for account_id, window in windows.items()}
-        self.ends = deque((end, account_id) for end, account_id in msgspec.convert(saved["ends"], list[tuple[float, str]]))
-        self._next_end = self.ends[0][0] if self.ends else _NEVER
+        self.live = {}
+        for account_id, state in windows.items():
+            window = self.live[account_id] = Window.from_state(state)
+            window.account_id = account_id
+        # The open windows in the order they end, with the ends saved (one entry per window).
+        self.ends = deque()
+        queued: set[str] = set()
+        for end, account_id in msgspec.convert(saved["ends"], list[tuple[float, str]]):
+            window = self.live.get(account_id)
+            if window is not None and account_id not in queued:
+                queued.add(account_id)
+                window.end = end
+                self.ends.append(window)
+        self._next_end = self.ends[0].end if self.ends else _NEVER
 
 
 def _span(seconds: float) -> str:
