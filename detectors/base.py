@@ -58,6 +58,9 @@ class Detector:
 
     id: ClassVar[str]
     event_types: ClassVar[tuple[str, ...]]
+    staff_pupil_views: ClassVar[bool] = True
+    """False for a `PUPIL_VIEW` detector that ignores the Schools' Portal's (staff) views of
+    pupils: the shard then does not call it for them (no call where nothing happens)."""
     requires_geoip: ClassVar[bool] = False
     """True for detectors that need a GeoIP City database: they stay idle (sessions carry no
     location) until one can be read, and `GeoServices` warns once that they are disabled."""

@@ -67,6 +67,7 @@ class UnlinkedPupilAccess(Detector):
 
     id = "unlinked_pupil_access"
     event_types = (PUPIL_VIEW, "pupil_linked", "pupil_unlinked")
+    staff_pupil_views = False  # staff are never judged by links: not called for their views
 
     def __init__(self, settings: UnlinkedPupilAccessSettings, context: DetectorContext) -> None:
         self.settings = settings

@@ -39,12 +39,17 @@ SNAPSHOT_VERSION = 2  # 2: an account's lone session is written as [session] (On
 DELTA_VERSION = 1
 
 
-ROUTES: tuple[str, ...] = (*EVENT_TYPES, PUPIL_VIEW)
+# A Schools' Portal page view naming a pupil: PUPIL_VIEW's detectors but those that leave
+# staff views alone (`Detector.staff_pupil_views`).
+STAFF_PUPIL_VIEW = "pupil_view/schools"
+ROUTES: tuple[str, ...] = (*EVENT_TYPES, PUPIL_VIEW, STAFF_PUPIL_VIEW)
 
 
 def _routed(detector: Detector, route: str) -> bool:
-    """Whether `detector` is called for events of `route` (an event type, or PUPIL_VIEW)."""
+    """Whether `detector` is called for events of `route` (an event type, PUPIL_VIEW or STAFF_PUPIL_VIEW)."""
     types = detector.event_types
+    if route == STAFF_PUPIL_VIEW:
+        return "page_view" in types or (PUPIL_VIEW in types and detector.staff_pupil_views)
     return route in types or (route == PUPIL_VIEW and "page_view" in types)
 
 
@@ -166,7 +171,6 @@ class Shard:
         self.networks = networks
         self.login_failures: dict[str | None, int] = {}  # by portal, for portal_monitor_login_failures_total
         self.gap_floor = gap_floor  # idle spells at least this long within a batch are noted for dormancy
-        self.access_log = access_log  # fold views of pupils' records into Findings.pupil_access
         self.redeliveries = RedeliveryWindow(dedup_window)
         self.max_event_time = NO_WATERMARK
         self.watermark = NO_WATERMARK
@@ -184,6 +188,9 @@ class Shard:
         self._seq = 0
         self._next_offset: int | None = None
         self._findings = Findings()
+        # The batch's access log (`Findings.pupil_access`) when `access_log`, else None: one
+        # attribute read per pupil view instead of three.
+        self._access: dict | None = self._findings.pupil_access if access_log else None
         # Incremental checkpoints: the accounts whose state changed since the last checkpoint
         # was taken (`_dirty`, gathered per batch from the findings, never per event), and
         # those taken into a checkpoint not yet confirmed written (`_unconfirmed`). Tracked only
@@ -223,6 +230,15 @@ class Shard:
                 if type(d).on_sessions_ended is not Detector.on_sessions_ended
             ),
         )
+
+    @property
+    def access_log(self) -> bool:
+        """Whether views of pupils' records are folded into `Findings.pupil_access`."""
+        return self._access is not None
+
+    @access_log.setter
+    def access_log(self, on: bool) -> None:
+        self._access = self._findings.pupil_access if on else None
 
     def _timer(self, detector_id: str, call):
         seconds = self.detector_seconds
@@ -360,6 +376,8 @@ class Shard:
             closed.clear()
             self._ended_seen = 0
         findings, self._findings = self._findings, Findings()
+        if self._access is not None:
+            self._access = self._findings.pupil_access
         for detector in self._keyed:  # taken each batch, so they do not pile up in a replay
             forgotten = detector.take_forgotten()
             if forgotten and tracking:
@@ -538,21 +556,21 @@ class Shard:
             session = table.view(event, account, known)
             pupil = event.pupil_id
             if pupil is not None:
-                route = PUPIL_VIEW
-                if self.access_log:  # the access log, inlined: one entry per account, pupil, day
+                route = STAFF_PUPIL_VIEW if event.portal == "schools" else PUPIL_VIEW
+                access = self._access
+                if access is not None:  # the access log, inlined: one entry per account, pupil, day
                     at = event.at
                     key = (account_id, pupil, at // 86400.0)
-                    access = self._findings.pupil_access
                     entry = access.get(key)
-                    ip = event.ip
-                    if entry is None:  # the addresses inline from slot 6: no list of its own
+                    if entry is None:  # the addresses inline from slot 6: no list of their own
                         entry = access[key] = [at, at, 0, 0, 0, 0, ip] if ip is not None else [at, at, 0, 0, 0, 0]
                     else:
                         if at > entry[1]:
                             entry[1] = at
                         elif at < entry[0]:
                             entry[0] = at
-                        if ip is not None and len(entry) < 10 and ip not in entry[6:]:
+                        # Nearly always the entry's last address again: one comparison, no slice.
+                        if ip is not None and ip != entry[-1] and len(entry) < 10 and ip not in entry:
                             entry.append(ip)
                     entry[ACCESS_SLOT[event.action]] += 1
             if session.flagged:
