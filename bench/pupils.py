@@ -3,7 +3,7 @@
     python -m bench.pupils throughput EVENTS.jsonl [--runs 5] [--batch 5000] [--gc replay|default]
     python -m bench.pupils memory [--accounts 1000000]
     python -m bench.pupils store EVENTS.jsonl --dsn DSN [--rows 10000000]
-    python -m bench.pupils instructions EVENTS.jsonl [--events 50000] [--gc replay|default]
+    python -m bench.pupils instructions EVENTS.jsonl [--events 50000] [--gc replay|default] [--side both|on|off]
 
 `throughput` runs the engine alone (the access log folded per batch, not written) (as `bench/engine.py`: decode, reorder buffer, session
 table, detectors; no file reading, no sinks) over the same events with `unlinked_pupil_access`
@@ -101,7 +101,7 @@ def once(path: str, batch: int, on: bool, gc_mode: str = "replay") -> None:
     print(f"alerts {alerts}")
 
 
-def instructions(path: str, events: int, batch: int, gc_mode: str = "replay") -> None:
+def instructions(path: str, events: int, batch: int, gc_mode: str = "replay", side: str = "both") -> None:
     import re
     import subprocess
     import tempfile
@@ -129,14 +129,18 @@ def instructions(path: str, events: int, batch: int, gc_mode: str = "replay") ->
             sys.exit(f"callgrind failed (exit {done.returncode}):\n{done.stderr.decode(errors='replace')[-2000:]}")
         return int(found.group(1))
 
-    jobs = [(n, on) for on in (True, False) for n in files]
+    sides = {"both": (True, False), "on": (True,), "off": (False,)}[side]
+    jobs = [(n, on) for on in sides for n in files]
     with ThreadPoolExecutor(2) as pool:
         counted = dict(zip(jobs, pool.map(count, jobs)))
-    per_event = {on: (counted[(2 * events, on)] - counted[(events, on)]) / events for on in (True, False)}
+    per_event = {on: (counted[(2 * events, on)] - counted[(events, on)]) / events for on in sides}
     print(f"N = {events:,} events of {path}; garbage collector: {gc_mode}")
-    print(f"on : {per_event[True]:,.0f} instructions per event (marginal)")
-    print(f"off: {per_event[False]:,.0f} instructions per event (marginal)")
-    print(f"on / off: {per_event[True] / per_event[False]:.3f}")
+    if True in per_event:
+        print(f"on : {per_event[True]:,.0f} instructions per event (marginal)")
+    if False in per_event:
+        print(f"off: {per_event[False]:,.0f} instructions per event (marginal)")
+    if len(per_event) == 2:
+        print(f"on / off: {per_event[True] / per_event[False]:.3f}")
     for file in folder.iterdir():
         file.unlink()
     folder.rmdir()
@@ -299,6 +303,8 @@ def main() -> None:
     ins.add_argument("events")
     ins.add_argument("--events", dest="count", type=int, default=50_000, help="N (default 50000)")
     ins.add_argument("--batch", type=int, default=5000)
+    ins.add_argument("--side", choices=("both", "on", "off"), default="both",
+                     help="count one side only (half the time), e.g. `on` when a change touches the pupil path only")
     ins.add_argument("--gc", choices=("replay", "default"), default="replay",
                      help="replay: tuned as `portal-monitor replay` (default); default: CPython's")
     one = commands.add_parser("once", help="one run of the engine (what `instructions` counts)")
@@ -310,7 +316,7 @@ def main() -> None:
     one.add_argument("--off", dest="on", action="store_false")
     args = parser.parse_args()
     if args.command == "instructions":
-        instructions(args.events, args.count, args.batch, args.gc)
+        instructions(args.events, args.count, args.batch, args.gc, args.side)
     elif args.command == "once":
         once(args.events, args.batch, args.on, args.gc)
     elif args.command == "throughput":
