@@ -541,10 +541,20 @@ class Shard:
 
     def _run(self, event: PortalEvent, late: bool) -> None:
         kind = event.type
-        if self.redeliveries.seen(event.event_id):
+        # RedeliveryWindow.seen, inline (one call fewer per event): a repeated id is a redelivery.
+        window = self.redeliveries
+        event_id = event.event_id
+        ids = window._ids
+        if event_id in ids:
             key = (kind, "duplicate")
             self.counts[key] = self.counts.get(key, 0) + 1
             return
+        ids.add(event_id)
+        window.added += 1
+        order = window._order
+        order.append(event_id)
+        if len(order) > window.size:
+            ids.discard(order.popleft())
         key = (kind, "late" if late else "processed")
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
@@ -622,7 +632,21 @@ class Shard:
                 alerts = on_event(event, account)
                 if alerts:
                     self._raise(alerts)
-        self._note(event, kind)
+        if kind == "page_view":  # _note's page view, inline: four events in five
+            at = event.at
+            activities = self._findings.account_activity
+            activity = activities.get(account_id)
+            if activity is None:
+                activity = activities[account_id] = AccountActivity(partition=self.partition, first_at=at)
+            elif at < activity.first_at:
+                activity.first_at = at
+            if event.portal is not None:
+                activity.portal = event.portal
+            activity.known = True
+            if activity.last_activity_at is None or at > activity.last_activity_at:
+                activity.last_activity_at = at
+        else:
+            self._note(event, kind)
         sessions = account.sessions
         # An account left with no session is forgotten. A OneSession is never empty: testing its
         # type first spares the Python-level `__len__` that `not sessions` would call.
@@ -645,7 +669,8 @@ class Shard:
         )
 
     def _note(self, event: PortalEvent, kind: str) -> None:
-        """Fold the event into the batch's per-account aggregate for the account registry."""
+        """Fold the event into the batch's per-account aggregate for the account registry
+        (page views are folded in `_run` itself, the same way as logouts here)."""
         if kind == "pupil_linked" or kind == "pupil_unlinked":
             return  # the school's doing, not the account's: neither activity nor a status change
         at = event.at
@@ -657,7 +682,7 @@ class Shard:
             activity.first_at = at
         if event.portal is not None:
             activity.portal = event.portal
-        if kind == "page_view" or kind == "logout" or kind == "session_expired":
+        if kind == "logout" or kind == "session_expired":
             activity.known = True
             if activity.last_activity_at is None or at > activity.last_activity_at:
                 activity.last_activity_at = at
