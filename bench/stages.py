@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.callgrind import DECODE_ONLY, count  # noqa: E402
+from bench.callgrind import DECODE_ONLY, compile_sources, count  # noqa: E402
 from bench.locations import location_environment  # noqa: E402
 from detectors.registry import detector_ids  # noqa: E402
 
@@ -55,6 +55,7 @@ def main() -> None:
     small.write_bytes(b"".join(lines[:n]))
     large.write_bytes(b"".join(lines[: 2 * n]))
     env = {**os.environ, "PYTHONHASHSEED": "0", **location_environment(folder / "geo")}
+    compile_sources(python)
 
     def marginal(name: str, argv: list[str]) -> float:
         a = count([*argv, str(small)], env, folder / f"{name}-n.out")
