@@ -1,12 +1,16 @@
 """Instructions per event, counted by callgrind: the figure that does not move with machine load.
 
-    python -m bench.callgrind [--events 20000] [--what engine|decode|both] [--keep DIR]
+    python -m bench.callgrind [--events 20000] [--what engine|decode|checks|both|all] [--keep DIR]
 
 Runs `bench.engine` (every detector on, the demo's GeoIP databases and Tor list, as bench/run.py)
 under `valgrind --tool=callgrind` over the first N and the first 2N events of a generated school
 day, and prints the marginal count, (I(2N) - I(N)) / N: imports, set-up and warm-up cancel.
 `--what decode` counts msgspec decoding the same lines into `PortalEvent` alone, the floor the
-engine is compared with (issue 19: engine at most 3.0x decoding). Needs valgrind (Debian package).
+engine is compared with (issue 19: engine at most 3.0x decoding). `--what checks` counts also
+`EventDecoder.decode` alone (set up as a shard does) over the same lines and prints what it adds
+to msgspec's decoding: the contract's checks, the default `action`, `at` from `ts`, the pupil
+paths. `both` is decode and engine; `all` is decode, checks and engine. Needs valgrind (Debian
+package).
 """
 
 from __future__ import annotations
@@ -27,6 +31,22 @@ DECODE_ONLY = """
 import sys, msgspec
 from monitor.contract.events import PortalEvent
 decode = msgspec.json.Decoder(PortalEvent).decode
+n = 0
+with open(sys.argv[1], 'rb') as f:
+    for line in f:
+        decode(line); n += 1
+print(n)
+"""
+
+# EventDecoder.decode as `monitor.service.shards.build_shard` sets it up (default settings).
+DECODER_ONLY = """
+import sys
+from monitor.ingest.decode import EventDecoder
+from monitor.places.networks import NetworkMap
+from monitor.service.config import load_settings
+settings = load_settings(None, environ={})
+decode = EventDecoder(NetworkMap(settings.networks.allowlist), settings.engine.earliest_event_time,
+                      settings.pupils.paths).decode
 n = 0
 with open(sys.argv[1], 'rb') as f:
     for line in f:
@@ -58,7 +78,7 @@ def count(argv: list[str], env: dict[str, str], out: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000, help="N: the counts run over N and 2N events (default 20000)")
-    parser.add_argument("--what", choices=("engine", "decode", "both"), default="both")
+    parser.add_argument("--what", choices=("engine", "decode", "checks", "both", "all"), default="both")
     parser.add_argument("--keep", type=Path, help="keep the generated files and callgrind outputs here")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
@@ -80,17 +100,22 @@ def main() -> None:
     env = {**os.environ, "PYTHONHASHSEED": "0", **location_environment(folder / "geo")}
     compile_sources(python)
     results = {}
-    if args.what in ("decode", "both"):
+    if args.what in ("decode", "checks", "both", "all"):
         a = count([python, "-c", DECODE_ONLY, str(small)], env, folder / "decode-n.out")
         b = count([python, "-c", DECODE_ONLY, str(large)], env, folder / "decode-2n.out")
         results["decode"] = (b - a) / n
-    if args.what in ("engine", "both"):
+    if args.what in ("checks", "all"):
+        a = count([python, "-c", DECODER_ONLY, str(small)], env, folder / "decoder-n.out")
+        b = count([python, "-c", DECODER_ONLY, str(large)], env, folder / "decoder-2n.out")
+        results["EventDecoder.decode"] = (b - a) / n
+        results["checks"] = results["EventDecoder.decode"] - results["decode"]
+    if args.what in ("engine", "both", "all"):
         a = count([python, "-m", "bench.engine", str(small), "--repeat", "1"], env, folder / "engine-n.out")
         b = count([python, "-m", "bench.engine", str(large), "--repeat", "1"], env, folder / "engine-2n.out")
         results["engine"] = (b - a) / n
     for what, per_event in results.items():
         print(f"{what}: {per_event:,.0f} instructions per event (marginal, N={n:,})")
-    if len(results) == 2:
+    if "engine" in results:
         print(f"engine / decode: {results['engine'] / results['decode']:.2f}x")
     if args.keep is None:
         shutil.rmtree(folder, ignore_errors=True)
