@@ -36,7 +36,7 @@ from typing import Sequence
 import msgspec
 
 from monitor.contract.durations import Seconds
-from monitor.contract.events import REJECTION_REASONS, REQUIRED_FIELDS, TEXT_FIELDS, PortalEvent
+from monitor.contract.events import EVENT_TYPES, REJECTION_REASONS, REQUIRED_FIELDS, TEXT_FIELDS, PortalEvent
 from monitor.places.networks import NetworkMap
 
 
@@ -53,6 +53,33 @@ _STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _OPEN = frozenset(b"[{")
 _BACKSLASH, _DEL, _QUOTE, _OPEN_ARRAY, _OPEN_OBJECT = b"\\"[0], 0x7F, b'"'[0], b"["[0], b"{"[0]
 _DETAIL_LIMIT = 1024
+
+# The optional fields, each with its bit in `EventDecoder.decode`'s `absent` (bit n: the n-th
+# absent). The required ones (`_ALWAYS`) msgspec checks; `at` is never read from the input.
+_ALWAYS = ("event_id", "type", "ts", "account_id")
+_OPTIONAL = ("session_id", "ip", "resource", "portal", "role", "user_agent", "device_id", "school_id",
+             "pupil_id", "action", "reason", "actor")
+_BIT = {name: 1 << n for n, name in enumerate(_OPTIONAL)}
+# Quotes in a record without escapes, unknown members, nulls or duplicates, by `absent`.
+_QUOTES = tuple(4 * (len(_ALWAYS) + len(_OPTIONAL) - bin(absent).count("1")) for absent in range(1 << len(_OPTIONAL)))
+# The fields each type requires (beyond `_ALWAYS`): a mask, and (name, bit) in the contract's order.
+_REQUIRED_BITS = {t: tuple((name, _BIT[name]) for name in REQUIRED_FIELDS.get(t, ())) for t in EVENT_TYPES}
+_REQUIRED = {t: sum(bit for _, bit in bits) for t, bits in _REQUIRED_BITS.items()}
+
+
+def _check_tables(fields: Sequence[str]) -> None:
+    """Refuse to load when PortalEvent's fields and the decoder's tables differ: a field added
+    to the contract without its place here would skip the quote count and the per-type checks."""
+    known = (*_ALWAYS, *_OPTIONAL, "at")
+    if tuple(fields) != known:
+        raise RuntimeError(
+            f"monitor.ingest.decode knows the fields {known} but PortalEvent has {tuple(fields)}: "
+            f"new or missing {sorted(set(fields) ^ set(known))}; update _ALWAYS / _OPTIONAL and the bits in EventDecoder.decode")
+    if set(TEXT_FIELDS) - set(fields) or any(set(names) - set(_OPTIONAL) for names in REQUIRED_FIELDS.values()):
+        raise RuntimeError("monitor.ingest.decode: TEXT_FIELDS or REQUIRED_FIELDS name a field PortalEvent does not have")
+
+
+_check_tables(PortalEvent.__struct_fields__)
 
 
 DEAD_LETTER_RAW_LIMIT = 64 * 1024
@@ -183,81 +210,98 @@ class EventDecoder:
         self._pupil_paths = tuple(re.compile(pattern).match for pattern in pupil_paths)
 
     def decode(self, raw: bytes | str | None) -> PortalEvent | Rejection:
+        # The checks are inline and in the order below (each refusal is the first check a record
+        # fails); `_check_tables` at import makes sure they cover every field of PortalEvent.
         try:
             if raw is None:
                 return Rejection("empty", "a record with no value (a Kafka tombstone)")
             if type(raw) is str:
                 raw = raw.encode("utf-8", "surrogatepass")
             try:
-                event = self._decode(raw)
+                e = self._decode(raw)
             except msgspec.MsgspecError as error:
                 if not raw.strip():
                     return Rejection("empty", "a blank record")
                 return Rejection(classify(error), str(error)[:_DETAIL_LIMIT])
             except RecursionError:
                 return Rejection("too_deep", f"nested deeper than {MAX_DEPTH} levels")
-            return self._contract(raw, event)
+            # -- what the Struct cannot see: cheap tests first, the full check only when needed.
+            # Bytes are searched by int: with a bytes needle CPython makes and drops a TypeError
+            # per call (it tries the needle as an int first), which costs more than the search.
+            escaped = _BACKSLASH in raw
+            if not raw.isascii():
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    return Rejection("bad_utf8", f"invalid UTF-8 at byte {error.start}")
+                escaped = True  # a raw C1 control (U+0080-U+009F) is possible
+            if escaped or _DEL in raw:
+                for name in TEXT_FIELDS:
+                    value = getattr(e, name)
+                    if value is not None and _CONTROL.search(value) is not None:
+                        return Rejection("control_character", f"`{name}` holds a control character (NUL, C0, DEL or C1)")
+            # One bit per absent optional field (`_OPTIONAL`), found once: an `if` per field costs
+            # less than arithmetic on each test's bool. Absent is the exception, so is the `+=`.
+            absent = 0
+            if e.session_id is None:
+                absent += 1
+            if e.ip is None:
+                absent += 2
+            if e.resource is None:
+                absent += 4
+            if e.portal is None:
+                absent += 8
+            if e.role is None:
+                absent += 16
+            if e.user_agent is None:
+                absent += 32
+            if e.device_id is None:
+                absent += 64
+            if e.school_id is None:
+                absent += 128
+            if e.pupil_id is None:
+                absent += 256
+            if e.action is None:
+                absent += 512
+                e.action = "view"  # the contract's default
+            if e.reason is None:
+                absent += 1024
+            if e.actor is None:
+                absent += 2048
+            # Every known, non-null member accounts for four quotes (name and string value);
+            # without an escape a quote is always a string delimiter. Exactly that many quotes
+            # (`_QUOTES[absent]`): no unknown member (so no nesting either: known fields are
+            # scalars), no null, no duplicate. More: look closer.
+            if escaped or raw.count(_QUOTE) != _QUOTES[absent]:
+                if raw.count(_OPEN_ARRAY) + raw.count(_OPEN_OBJECT) > MAX_DEPTH and nesting_depth(raw) > MAX_DEPTH:
+                    return Rejection("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+                name = duplicate_member(raw)
+                if name is not None:
+                    return Rejection("duplicate_key", f"member {name[:64]!r} is given twice")
+            # -- the contract's per-type rules: the type's required fields, one mask.
+            if _REQUIRED[e.type] & absent:
+                for name, bit in _REQUIRED_BITS[e.type]:
+                    if absent & bit:
+                        return Rejection("missing_field", f"`{name}` is required for {e.type}")
+            ip = e.ip
+            if ip is not None:
+                info = self._known_ips.get(ip, False)
+                if info is None or (info is False and self._lookup(ip) is None):
+                    return Rejection("bad_ip", f"not an IPv4 or IPv6 address without zone id: {ip[:64]!r}")
+            at = e.ts.timestamp()
+            if at < self._earliest_at:
+                return Rejection("bad_timestamp", f"ts {e.ts.isoformat()} is before {self.earliest.date().isoformat()}")
+            e.at = at
+            if absent & 256:  # no pupil_id; after the contract's checks: they count the members as sent
+                resource = e.resource
+                if resource is not None and self._pupil_paths:
+                    for match in self._pupil_paths:
+                        found = match(resource)
+                        if found is not None:
+                            e.pupil_id = found.group("pupil") or None
+                            break
+            elif not e.pupil_id:
+                e.pupil_id = None
+            return e
         except Exception as error:  # never let one record stop the partition
             return Rejection("processing_error", f"decode failed: {type(error).__name__}: {error}"[:_DETAIL_LIMIT])
-
-    def _contract(self, raw: bytes, event: PortalEvent) -> PortalEvent | Rejection:
-        # -- what the Struct cannot see: cheap tests first, the full check only when needed.
-        # Bytes are searched by int: with a bytes needle CPython makes and drops a TypeError
-        # per call (it tries the needle as an int first), which costs more than the search.
-        escaped = _BACKSLASH in raw
-        if not raw.isascii():
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                return Rejection("bad_utf8", f"invalid UTF-8 at byte {error.start}")
-            escaped = True  # a raw C1 control (U+0080-U+009F) is possible
-        if escaped or _DEL in raw:
-            for name in TEXT_FIELDS:
-                value = getattr(event, name)
-                if value is not None and _CONTROL.search(value) is not None:
-                    return Rejection("control_character", f"`{name}` holds a control character (NUL, C0, DEL or C1)")
-        # Every known, non-null member accounts for four quotes (name and string value); without
-        # an escape a quote is always a string delimiter. Exactly that many quotes: no unknown
-        # member (so no nesting either: known fields are scalars), no null, no duplicate. More:
-        # look closer.
-        e = event
-        known = 16 + 4 * (
-            (e.session_id is not None) + (e.ip is not None) + (e.resource is not None) + (e.portal is not None)
-            + (e.role is not None) + (e.user_agent is not None) + (e.device_id is not None)
-            + (e.school_id is not None) + (e.pupil_id is not None) + (e.action is not None)
-            + (e.reason is not None) + (e.actor is not None)
-        )
-        if e.action is None:
-            e.action = "view"  # the contract's default
-        if escaped or raw.count(_QUOTE) != known:
-            if raw.count(_OPEN_ARRAY) + raw.count(_OPEN_OBJECT) > MAX_DEPTH and nesting_depth(raw) > MAX_DEPTH:
-                return Rejection("too_deep", f"nested deeper than {MAX_DEPTH} levels")
-            name = duplicate_member(raw)
-            if name is not None:
-                return Rejection("duplicate_key", f"member {name[:64]!r} is given twice")
-        # -- the contract's per-type rules
-        required = REQUIRED_FIELDS.get(event.type)
-        if required is not None:
-            for name in required:
-                if getattr(event, name) is None:
-                    return Rejection("missing_field", f"`{name}` is required for {event.type}")
-        ip = event.ip
-        if ip is not None:
-            info = self._known_ips.get(ip, False)
-            if info is None or (info is False and self._lookup(ip) is None):
-                return Rejection("bad_ip", f"not an IPv4 or IPv6 address without zone id: {ip[:64]!r}")
-        at = event.ts.timestamp()
-        if at < self._earliest_at:
-            return Rejection("bad_timestamp", f"ts {event.ts.isoformat()} is before {self.earliest.date().isoformat()}")
-        event.at = at
-        if event.pupil_id is None:  # after the contract's checks: they count the members as sent
-            resource = event.resource
-            if resource is not None and self._pupil_paths:
-                for match in self._pupil_paths:
-                    found = match(resource)
-                    if found is not None:
-                        event.pupil_id = found.group("pupil") or None
-                        break
-        elif not event.pupil_id:
-            event.pupil_id = None
-        return event
