@@ -12,8 +12,10 @@ from __future__ import annotations
 import itertools
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 import msgspec
+import msgspec.structs
 import pytest
 
 from monitor.contract.events import EVENT_TYPES, REQUIRED_FIELDS, TEXT_FIELDS, PortalEvent
@@ -52,13 +54,33 @@ def refused(decoder: EventDecoder, raw) -> tuple[str, str]:
 
 def test_the_decoders_tables_name_every_field_of_the_event():
     """The import-time guard: a field added to PortalEvent without a place in the decoder's
-    tables would skip its checks silently, so the module refuses to load."""
+    tables would skip its checks silently, so the module refuses to load; so does a known field
+    that is not a JSON string (the quote count assumes four quotes a member)."""
     assert set(OPTIONAL) | set(BASE) | {"at"} == set(PortalEvent.__struct_fields__)
-    decode_module._check_tables(PortalEvent.__struct_fields__)
-    with pytest.raises(RuntimeError, match="new_field"):
-        decode_module._check_tables((*PortalEvent.__struct_fields__, "new_field"))
-    with pytest.raises(RuntimeError, match="school_id"):
-        decode_module._check_tables(tuple(f for f in PortalEvent.__struct_fields__ if f != "school_id"))
+    decode_module._check_tables(PortalEvent)
+
+    def variant(**changes):  # PortalEvent with some fields changed: name=type or name=(type, default)
+        fields = []
+        for f in [*msgspec.structs.fields(PortalEvent)[:-1], *(msgspec.structs.FieldInfo(n, n, None) for n in changes
+                                                            if n not in PortalEvent.__struct_fields__)]:
+            change = changes.get(f.name, f.type if f.required else (f.type, f.default))
+            fields.append((f.name, *change) if type(change) is tuple else (f.name, change))
+        return msgspec.defstruct("Event", [*fields, ("at", float, 0.0)], kw_only=True)
+
+    decode_module._check_tables(variant())
+    for bad, message in [
+        (variant(new_field=(str | None, None)), "new_field"),
+        (variant(school_id=(int | None, None)), "school_id is not a string field"),
+        (variant(portal=(Literal[1, 2] | None, None)), "portal is not a string field"),
+        (variant(role=(str | None, "teacher")), "role is not a string field"),  # absent would not be None
+        (variant(role=str | None), "role is not a string field"),  # required
+        (variant(account_id=(str, "a")), "account_id is not a string field"),  # optional
+    ]:
+        with pytest.raises(RuntimeError, match=message):
+            decode_module._check_tables(bad)
+    missing = msgspec.defstruct("Event", [(n, str) for n in ("event_id", "type", "ts", "account_id")] + [("at", float, 0.0)])
+    with pytest.raises(RuntimeError, match="session_id"):
+        decode_module._check_tables(missing)
 
 
 @pytest.mark.parametrize("type_,name", [(t, n) for t, names in REQUIRED_FIELDS.items() for n in names])

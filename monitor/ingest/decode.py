@@ -26,6 +26,7 @@ known fields account for (an unknown member, an explicit null, or a duplicate).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -34,6 +35,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 import msgspec
+import msgspec.inspect
 
 from monitor.contract.durations import Seconds
 from monitor.contract.events import EVENT_TYPES, REJECTION_REASONS, REQUIRED_FIELDS, TEXT_FIELDS, PortalEvent
@@ -51,35 +53,61 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # A JSON string, or one structural bracket: enough to measure nesting outside strings.
 _STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _OPEN = frozenset(b"[{")
-_BACKSLASH, _DEL, _QUOTE, _OPEN_ARRAY, _OPEN_OBJECT = b"\\"[0], 0x7F, b'"'[0], b"["[0], b"{"[0]
+_QUOTE, _OPEN_ARRAY, _OPEN_OBJECT = b'"'[0], b"["[0], b"{"[0]  # off the fast path; on it, literals (below)
 _DETAIL_LIMIT = 1024
 
-# The optional fields, each with its bit in `EventDecoder.decode`'s `absent` (bit n: the n-th
-# absent). The required ones (`_ALWAYS`) msgspec checks; `at` is never read from the input.
+# The fields the checks know: those msgspec requires, and the optional ones, each with its
+# bit in `EventDecoder.decode`'s `absent` (bit n: `_OPTIONAL[n]` is absent or null). `at` is
+# never read from the input.
 _ALWAYS = ("event_id", "type", "ts", "account_id")
 _OPTIONAL = ("session_id", "ip", "resource", "portal", "role", "user_agent", "device_id", "school_id",
              "pupil_id", "action", "reason", "actor")
-_BIT = {name: 1 << n for n, name in enumerate(_OPTIONAL)}
-# Quotes in a record without escapes, unknown members, nulls or duplicates, by `absent`.
-_QUOTES = tuple(4 * (len(_ALWAYS) + len(_OPTIONAL) - bin(absent).count("1")) for absent in range(1 << len(_OPTIONAL)))
-# The fields each type requires (beyond `_ALWAYS`): a mask, and (name, bit) in the contract's order.
-_REQUIRED_BITS = {t: tuple((name, _BIT[name]) for name in REQUIRED_FIELDS.get(t, ())) for t in EVENT_TYPES}
-_REQUIRED = {t: sum(bit for _, bit in bits) for t, bits in _REQUIRED_BITS.items()}
 
 
-def _check_tables(fields: Sequence[str]) -> None:
-    """Refuse to load when PortalEvent's fields and the decoder's tables differ: a field added
-    to the contract without its place here would skip the quote count and the per-type checks."""
-    known = (*_ALWAYS, *_OPTIONAL, "at")
-    if tuple(fields) != known:
+def _check_tables(event: type[msgspec.Struct]) -> None:
+    """Refuse to load when the fields of `event` (PortalEvent) and the decoder's tables differ: a field added to the contract without its place here would skip the quote count and
+    the per-type checks. Each known field must also be what the quote count assumes: a JSON
+    string (text, a Literal of strings or a datetime), absent as None if optional."""
+    known, fields = (*_ALWAYS, *_OPTIONAL, "at"), event.__struct_fields__
+    if fields != known:
         raise RuntimeError(
-            f"monitor.ingest.decode knows the fields {known} but PortalEvent has {tuple(fields)}: "
+            f"monitor.ingest.decode knows the fields {known} but {event.__name__} has {fields}: "
             f"new or missing {sorted(set(fields) ^ set(known))}; update _ALWAYS / _OPTIONAL and the bits in EventDecoder.decode")
-    if set(TEXT_FIELDS) - set(fields) or any(set(names) - set(_OPTIONAL) for names in REQUIRED_FIELDS.values()):
-        raise RuntimeError("monitor.ingest.decode: TEXT_FIELDS or REQUIRED_FIELDS name a field PortalEvent does not have")
+    if set(TEXT_FIELDS) - set(_ALWAYS + _OPTIONAL) or any(set(names) - set(_OPTIONAL) for names in REQUIRED_FIELDS.values()):
+        raise RuntimeError("monitor.ingest.decode: TEXT_FIELDS or REQUIRED_FIELDS name a field the decoder does not know")
+    for field in msgspec.inspect.type_info(event).fields:
+        if field.name == "at":
+            continue
+        kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+        strings = all(isinstance(kind, (msgspec.inspect.StrType, msgspec.inspect.DateTimeType, msgspec.inspect.NoneType))
+                      or (isinstance(kind, msgspec.inspect.LiteralType) and all(type(v) is str for v in kind.values))
+                      for kind in kinds)
+        optional = field.name in _OPTIONAL
+        if not strings or field.encode_name != field.name or field.required == optional or (optional and field.default is not None):
+            raise RuntimeError(f"monitor.ingest.decode: {event.__name__}.{field.name} is not a string field as its quote count assumes")
 
 
-_check_tables(PortalEvent.__struct_fields__)
+_check_tables(PortalEvent)
+
+_BIT = {name: 1 << n for n, name in enumerate(_OPTIONAL)}
+# The fields each type requires (beyond `_ALWAYS`), (name, bit) in the contract's order.
+_REQUIRED_BITS = {t: tuple((name, _BIT[name]) for name in REQUIRED_FIELDS.get(t, ())) for t in EVENT_TYPES}
+_NEGATED = {quotes: -quotes for quotes in range(0, 4 * (len(_ALWAYS) + len(_OPTIONAL)) + 1, 4)}  # shared ints
+
+
+@functools.cache  # one table per distinct mask: 6 for the 12 types, 32 KiB each
+def _expected_quotes(required: int) -> tuple[int, ...]:
+    """By `absent`: the quotes of a record without escapes, unknown members, nulls or duplicates,
+    negated when a field of the mask `required` is absent."""
+    table = []
+    for absent in range(1 << len(_OPTIONAL)):
+        quotes = 4 * (len(_ALWAYS) + len(_OPTIONAL) - bin(absent).count("1"))
+        table.append(_NEGATED[quotes] if absent & required else quotes)
+    return tuple(table)
+
+
+# By type, then by `absent`: the quotes expected, negative when a required field is absent.
+_EXPECTED = {t: _expected_quotes(sum(bit for _, bit in bits)) for t, bits in _REQUIRED_BITS.items()}
 
 
 DEAD_LETTER_RAW_LIMIT = 64 * 1024
@@ -213,10 +241,11 @@ class EventDecoder:
         # The checks are inline and in the order below (each refusal is the first check a record
         # fails); `_check_tables` at import makes sure they cover every field of PortalEvent.
         try:
-            if raw is None:
-                return Rejection("empty", "a record with no value (a Kafka tombstone)")
-            if type(raw) is str:
-                raw = raw.encode("utf-8", "surrogatepass")
+            if type(raw) is not bytes:
+                if raw is None:
+                    return Rejection("empty", "a record with no value (a Kafka tombstone)")
+                if type(raw) is str:
+                    raw = raw.encode("utf-8", "surrogatepass")
             try:
                 e = self._decode(raw)
             except msgspec.MsgspecError as error:
@@ -228,20 +257,24 @@ class EventDecoder:
             # -- what the Struct cannot see: cheap tests first, the full check only when needed.
             # Bytes are searched by int: with a bytes needle CPython makes and drops a TypeError
             # per call (it tries the needle as an int first), which costs more than the search.
-            escaped = _BACKSLASH in raw
+            # On this path the ints are literals, a constant costs less than a global: 92 is
+            # the backslash, 127 DEL, 34 the quote.
+            escaped = 92 in raw
             if not raw.isascii():
                 try:
                     raw.decode("utf-8")
                 except UnicodeDecodeError as error:
                     return Rejection("bad_utf8", f"invalid UTF-8 at byte {error.start}")
                 escaped = True  # a raw C1 control (U+0080-U+009F) is possible
-            if escaped or _DEL in raw:
+            if escaped or 127 in raw:
                 for name in TEXT_FIELDS:
                     value = getattr(e, name)
                     if value is not None and _CONTROL.search(value) is not None:
                         return Rejection("control_character", f"`{name}` holds a control character (NUL, C0, DEL or C1)")
-            # One bit per absent optional field (`_OPTIONAL`), found once: an `if` per field costs
-            # less than arithmetic on each test's bool. Absent is the exception, so is the `+=`.
+            # One bit per absent optional field, bit n for `_OPTIONAL[n]` (the literals follow
+            # its order; tests/test_decode_checks.py tries every combination), found once: an
+            # `if` per field costs less than arithmetic on each test's bool, and absent is the
+            # exception.
             absent = 0
             if e.session_id is None:
                 absent += 1
@@ -269,20 +302,23 @@ class EventDecoder:
             if e.actor is None:
                 absent += 2048
             # Every known, non-null member accounts for four quotes (name and string value);
-            # without an escape a quote is always a string delimiter. Exactly that many quotes
-            # (`_QUOTES[absent]`): no unknown member (so no nesting either: known fields are
-            # scalars), no null, no duplicate. More: look closer.
-            if escaped or raw.count(_QUOTE) != _QUOTES[absent]:
-                if raw.count(_OPEN_ARRAY) + raw.count(_OPEN_OBJECT) > MAX_DEPTH and nesting_depth(raw) > MAX_DEPTH:
-                    return Rejection("too_deep", f"nested deeper than {MAX_DEPTH} levels")
-                name = duplicate_member(raw)
-                if name is not None:
-                    return Rejection("duplicate_key", f"member {name[:64]!r} is given twice")
-            # -- the contract's per-type rules: the type's required fields, one mask.
-            if _REQUIRED[e.type] & absent:
-                for name, bit in _REQUIRED_BITS[e.type]:
-                    if absent & bit:
-                        return Rejection("missing_field", f"`{name}` is required for {e.type}")
+            # without an escape a quote is always a string delimiter. Exactly that many quotes:
+            # no unknown member (so no nesting either: known fields are scalars), no null, no
+            # duplicate. More: look closer. The table gives the count negated when a field the
+            # type requires is absent: then the record is refused for it after these checks.
+            expected = _EXPECTED[e.type][absent]
+            if escaped or raw.count(34) != expected:
+                if escaped or raw.count(_QUOTE) != -expected:  # more than a required field absent
+                    if raw.count(_OPEN_ARRAY) + raw.count(_OPEN_OBJECT) > MAX_DEPTH and nesting_depth(raw) > MAX_DEPTH:
+                        return Rejection("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+                    name = duplicate_member(raw)
+                    if name is not None:
+                        return Rejection("duplicate_key", f"member {name[:64]!r} is given twice")
+                # -- the contract's per-type rules: the type's required fields
+                if expected < 0:
+                    for name, bit in _REQUIRED_BITS[e.type]:
+                        if absent & bit:
+                            return Rejection("missing_field", f"`{name}` is required for {e.type}")
             ip = e.ip
             if ip is not None:
                 info = self._known_ips.get(ip, False)
@@ -292,7 +328,7 @@ class EventDecoder:
             if at < self._earliest_at:
                 return Rejection("bad_timestamp", f"ts {e.ts.isoformat()} is before {self.earliest.date().isoformat()}")
             e.at = at
-            if absent & 256:  # no pupil_id; after the contract's checks: they count the members as sent
+            if e.pupil_id is None:  # after the contract's checks: they count the members as sent
                 resource = e.resource
                 if resource is not None and self._pupil_paths:
                     for match in self._pupil_paths:
