@@ -15,6 +15,7 @@ from monitor.contract.settings import Section
 from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.events import PortalEvent
 from monitor.places.geoip import Location
+from monitor.state.interning import by_account
 from monitor.state.sessions import AccountState
 
 
@@ -179,7 +180,7 @@ class ImpossibleTravel(Detector):
             if (location.radius_km or 0.0) >= coarse:
                 return None  # onto a carrier located only to its hub: keep the better place
             handover = previous.session_id == session.session_id and (previous.location.radius_km or 0.0) >= coarse
-        self.last[account_id] = LastPlace(at, ip, session.session_id, location)
+        self.last[account.account_id] = LastPlace(at, ip, session.session_id, location)  # the id's shared copy
         if previous is None or previous.ip == ip or handover:
             return None
         previous_radius = self._radius(previous.ip, previous.location)
@@ -294,7 +295,7 @@ class ImpossibleTravel(Detector):
         return self.last
 
     def restore(self, state: Any) -> None:
-        self.last = msgspec.convert(state, dict[str, LastPlace]) if state else {}
+        self.last = by_account(msgspec.convert(state, dict[str, LastPlace])) if state else {}
         self._forgotten = []
 
     def accounts_state(self) -> dict[str, LastPlace]:
@@ -305,7 +306,7 @@ class ImpossibleTravel(Detector):
         for account_id in account_ids:
             last.pop(account_id, None)
         if entries:
-            last.update(msgspec.convert(entries, dict[str, LastPlace]))
+            last.update(by_account(msgspec.convert(entries, dict[str, LastPlace])))
 
     def take_forgotten(self) -> list[str]:
         forgotten, self._forgotten = self._forgotten, []

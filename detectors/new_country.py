@@ -17,7 +17,7 @@ from monitor.contract.settings import Section
 from monitor.contract.alerts import Alert, Severity, new_alert, utc
 from monitor.contract.durations import Seconds
 from monitor.contract.events import PortalEvent
-from monitor.state.interning import Interner
+from monitor.state.interning import Interner, account_key
 from monitor.state.sessions import AccountState
 
 
@@ -213,13 +213,13 @@ class NewCountry(Detector):
             if unreliable[0] in ("shared", "allowlisted"):
                 # Used at the organisation: the account is active, but the place is not its own.
                 if history is None:
-                    self.history[event.account_id] = History(first_at=at, logins=1, last_day=_DAYS(day))
+                    self.history[account.account_id] = History(first_at=at, logins=1, last_day=_DAYS(day))
                 else:
                     history.first_at = min(history.first_at, at)
                     history.logins = min(history.logins + 1, settings.baseline_logins)
             return None
         if history is None:
-            self.history[event.account_id] = History(
+            self.history[account.account_id] = History(  # keyed by the id's shared copy
                 first_at=at,
                 logins=1,
                 countries=_shared(_COUNTRY.pack(country, day)),
@@ -355,7 +355,7 @@ class NewCountry(Detector):
         for account_id, entry in entries.items():
             entry.countries, entry.asns = _shared(entry.countries), _shared(entry.asns)
             entry.last_day = _DAYS(entry.last_day if entry.last_day >= 0 else _last_day(entry))
-            history[account_id] = entry
+            history[account_key(account_id)] = entry
 
 
 def _date(day: int) -> str:

@@ -15,6 +15,7 @@ from monitor.contract import policy
 from monitor.contract.alerts import Alert, new_alert, utc
 from monitor.contract.durations import Seconds
 from monitor.contract.outcomes import LoginOutcome
+from monitor.state.interning import account_key
 
 Severity = Literal["low", "medium", "high", "critical"]
 
@@ -126,7 +127,7 @@ class PasswordSpray:
         tried = accounts.pop(outcome.account_id, None)
         if tried is None:
             tried = Tried(last=at, ip=outcome.ip)
-        accounts[outcome.account_id] = tried
+        accounts[account_key(outcome.account_id)] = tried  # the id's one copy in the process
         if at > tried.last:
             tried.last = at
         if len(accounts) > s.max_accounts:

@@ -18,7 +18,7 @@ import msgspec
 
 from monitor.contract.events import PortalEvent
 from monitor.places.geoip import Location
-from monitor.state.interning import Interner
+from monitor.state.interning import Interner, account_key
 from monitor.places.networks import NetworkMap
 from monitor.contract.settings import Section
 from monitor.contract.durations import Seconds
@@ -230,11 +230,15 @@ class SessionTable:
     def account(self, account_id: str) -> AccountState:
         state = self.accounts.get(account_id)
         if state is None:
+            # The id's one shared copy (`account_key`): what the detectors key their entries by.
+            account_id = account_key(account_id)
             state = self.accounts[account_id] = AccountState(account_id=account_id, sessions={})
         return state
 
     def load(self, accounts: list[AccountState]) -> None:
         """Replace the table with checkpointed accounts, rebuilding the expiry schedule."""
+        for account in accounts:
+            _share_ids(account)
         self.accounts = {account.account_id: account for account in accounts}
         for account in accounts:
             sessions = account.sessions
@@ -258,6 +262,7 @@ class SessionTable:
                 self.open_sessions -= len(previous.sessions)
         # Entries the schedule still holds for replaced sessions are checked when due (`expire`).
         for account in accounts:
+            _share_ids(account)
             sessions = account.sessions
             if len(sessions) == 1 and type(sessions) is dict:
                 account.sessions = OneSession(*sessions.values())
@@ -272,7 +277,7 @@ class SessionTable:
         info = self._networks.lookup(event.ip) if event.ip else None
         session = Session(
             session_id=event.session_id,  # type: ignore[arg-type]
-            account_id=event.account_id,
+            account_id=account.account_id,
             opened_at=event.at,
             last_activity=event.at,
             ip=event.ip,
@@ -297,7 +302,7 @@ class SessionTable:
             account.sessions = {sessions.session.session_id: sessions.session, session.session_id: session}
         else:
             sessions[session.session_id] = session  # type: ignore[index]
-        self._expiry.add(session.expires_at(self.idle_timeout, self.max_duration), event.account_id, session.session_id)
+        self._expiry.add(session.expires_at(self.idle_timeout, self.max_duration), account.account_id, session.session_id)
         return session
 
     def view(self, event: PortalEvent, account: AccountState, session: Session | None) -> Session:
@@ -380,6 +385,13 @@ class SessionTable:
             self._expire(account, session)  # type: ignore[arg-type]
             if not account.sessions:  # type: ignore[union-attr]
                 del self.accounts[account_id]
+
+
+def _share_ids(account: AccountState) -> None:
+    """A checkpointed account's id as its one shared copy, in its sessions too (`account_key`)."""
+    account_id = account.account_id = account_key(account.account_id)
+    for session in account.sessions.values():
+        session.account_id = account_id
 
 
 class SessionSettings(Section):
