@@ -16,6 +16,7 @@ from monitor.contract import policy
 from monitor.contract.alerts import Alert, new_alert, utc
 from monitor.contract.durations import Seconds
 from monitor.contract.events import PortalEvent
+from monitor.state.interning import account_key, by_account, pupil_key
 from monitor.state.sessions import AccountState
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -31,6 +32,8 @@ _NEVER = float("inf")
 _SPACE = float(1 << 32)
 _WINDOWS_CAP = 255
 _FREE_WINDOWS = 256  # closed Window objects kept for reuse
+share = pupil_key.share
+_SMALL = 8  # a window's first pupils are a tuple (64 bytes for 3, a set takes 216), then a set
 
 
 class BulkRecordAccessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -110,7 +113,8 @@ def _hash(pupil: str) -> int:
 class Window:
     """One account's current window: the distinct pupils it opened since `start`.
 
-    `seen` is the exact set of pupil ids while it holds at most `exact_pupils`; past that it
+    `seen` is the exact set of pupil ids while it holds at most `exact_pupils` (a tuple while
+    it holds at most `_SMALL`: most windows stay that small); past that it
     becomes `hashes`, the `exact_pupils` smallest 32-bit hashes of the pupils (a KMV sketch),
     and `pupils` keeps the first `evidence_pupils` ids for the alert.
     """
@@ -129,12 +133,12 @@ class Window:
         self.threshold = threshold  # alert above this many distinct pupils
         self.usual = usual  # the account's usual when the window opened (0: not known yet)
         self.role_usual = role_usual  # its role's usual then (0: not known yet)
-        self.seen: set[str] | None = set()
+        self.seen: tuple[str, ...] | set[str] | None = ()
         self.hashes: array | None = None
         self.taken = 0  # downloads, prints and exports
         self.took: str | None = None
         self.alerted: str | None = None  # the severity already alerted in this window
-        self.pupils: list[str] = []  # once saturated: the first `evidence_pupils` pupils
+        self.pupils: list[str] | None = None  # once saturated: the first `evidence_pupils` pupils
 
     @property
     def saturated(self) -> bool:
@@ -166,14 +170,14 @@ class Window:
 
     def evidence(self, limit: int) -> list[str]:
         seen = self.seen
-        return sorted(seen)[:limit] if seen is not None else list(self.pupils)
+        return sorted(seen)[:limit] if seen is not None else list(self.pupils or ())
 
     def state(self) -> WindowState:
         return WindowState(
             self.start, self.role, self.parent, self.threshold, self.usual, self.role_usual,
             sorted(self.seen) if self.seen is not None else None,
             self.hashes.tobytes() if self.hashes is not None else b"",
-            self.taken, self.took, self.alerted, list(self.pupils),
+            self.taken, self.took, self.alerted, list(self.pupils or ()),
         )
 
     @classmethod
@@ -184,11 +188,12 @@ class Window:
             window.hashes = array("I")
             window.hashes.frombytes(state.hashes)
         else:
-            window.seen = set(state.seen)
+            seen = tuple(map(pupil_key, state.seen))
+            window.seen = seen if len(seen) <= _SMALL else set(seen)
         window.taken = state.taken
         window.took = state.took
         window.alerted = state.alerted
-        window.pupils = state.pupils
+        window.pupils = state.pupils if state.seen is None else None
         return window
 
 
@@ -262,7 +267,7 @@ class BulkRecordAccess(Detector):
             self._expire(at)  # in event time: the same windows close whatever the batches
         window = self.live.get(event.account_id)
         if window is None:
-            window = self._open(event, at)
+            window = self._open(event, account, at)
         action = event.action
         if action != "view":
             window.taken += 1
@@ -271,7 +276,11 @@ class BulkRecordAccess(Detector):
         if seen is not None:  # exact: a set of pupil ids
             if pupil in seen:
                 return None  # seen in this window already
-            seen.add(pupil)
+            pupil = share(pupil, pupil)  # one copy of the id for all who view the pupil (`pupil_key`)
+            if type(seen) is tuple:
+                seen = window.seen = seen + (pupil,) if len(seen) < _SMALL else {*seen, pupil}
+            else:
+                seen.add(pupil)
             size = len(seen)
             if size <= window.threshold:
                 return None
@@ -304,8 +313,8 @@ class BulkRecordAccess(Detector):
 
     # -- windows ---------------------------------------------------------------------------------
 
-    def _open(self, event: PortalEvent, at: float) -> Window:
-        account_id = event.account_id
+    def _open(self, event: PortalEvent, account: AccountState, at: float) -> Window:
+        account_id = account.account_id  # the id's shared copy: the key of the entries below
         packed = self.baselines.get(account_id)
         if packed is None:
             role = self._role_code(event.role or ("parent" if event.portal == "parent" else "staff" if event.portal == "schools" else "unknown"))
@@ -336,10 +345,6 @@ class BulkRecordAccess(Detector):
             window.threshold = threshold
             window.usual = own
             window.role_usual = role_usual
-            if window.seen is None:
-                window.seen = set()
-                window.hashes = None
-                window.pupils = []
             window.taken = 0
             window.took = None
             window.alerted = None
@@ -358,6 +363,7 @@ class BulkRecordAccess(Detector):
                 self._forget_accounts()
                 baselines = self.baselines
             baselines[account_id] = role
+        pupil_key.bound()
         return window
 
     def _forget_accounts(self) -> None:
@@ -377,9 +383,9 @@ class BulkRecordAccess(Detector):
         role = window.role
         free = self._free
         if len(free) < _FREE_WINDOWS:  # its object is reused by `_open`
-            seen = window.seen
-            if seen is not None:
-                seen.clear()
+            window.seen = ()  # emptied for `_open`
+            window.hashes = None
+            window.pupils = None
             free.append(window)
         if alerted:
             return  # not learnt from: an alerted window must not become the usual
@@ -514,7 +520,7 @@ class BulkRecordAccess(Detector):
 
     def restore(self, state: object) -> None:
         saved = msgspec.convert(state, dict[str, object])
-        self.baselines = msgspec.convert(saved["baselines"], dict[str, int])
+        self.baselines = by_account(msgspec.convert(saved["baselines"], dict[str, int]))
         self.roles = msgspec.convert(saved["roles"], list[str])
         self.role_codes = {role: code for code, role in enumerate(self.roles)}
         self.histograms = msgspec.convert(saved["histograms"], list[list[float]])
@@ -523,6 +529,7 @@ class BulkRecordAccess(Detector):
         windows = msgspec.convert(saved["windows"], dict[str, WindowState])
         self.live = {}
         for account_id, state in windows.items():
+            account_id = account_key(account_id)
             window = self.live[account_id] = Window.from_state(state)
             window.account_id = account_id
         # The open windows in the order they end, with the ends saved (one entry per window).

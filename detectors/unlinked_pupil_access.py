@@ -12,6 +12,7 @@ from monitor.contract.accounts import LentLink
 from monitor.contract.alerts import Alert, new_alert, utc
 from monitor.contract.durations import Seconds
 from monitor.contract.events import PROTECTIVE_UNLINK_REASONS, PortalEvent
+from monitor.state.interning import account_key, pupil_key
 from monitor.state.sessions import AccountState
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -73,7 +74,9 @@ class UnlinkedPupilAccess(Detector):
         self.settings = settings
         self.protective = frozenset(settings.protective_reasons)
         self.lent: Mapping[str, Sequence[LentLink]] = context.links
-        self.links: dict[str, list[LentLink]] = {}
+        # A tuple per account (about 30 bytes less than a list), keyed by the account id's shared
+        # copy, the pupil ids shared too (`monitor.state.interning`).
+        self.links: dict[str, tuple[LentLink, ...]] = {}
         for account_id, links in self.lent.items():
             for link in links:
                 self._apply(account_id, link.pupil_id, link.at, link.linked, link.reason)
@@ -107,7 +110,7 @@ class UnlinkedPupilAccess(Detector):
                         return None
                     return self._judge(event, pupil, links, link)
             return self._judge(event, pupil, links, None)
-        self._apply(event.account_id, event.pupil_id, event.at, event.type == "pupil_linked", event.reason)  # type: ignore[arg-type]
+        self._apply(account.account_id, event.pupil_id, event.at, event.type == "pupil_linked", event.reason)  # type: ignore[arg-type]
         return None
 
     def take_tallies(self) -> dict[str, int] | None:
@@ -121,7 +124,7 @@ class UnlinkedPupilAccess(Detector):
         self.linked = self.unjudged = 0
         return tallies
 
-    def _judge(self, event: PortalEvent, pupil: str, links: list[LentLink], link: LentLink | None) -> list[Alert] | None:
+    def _judge(self, event: PortalEvent, pupil: str, links: tuple[LentLink, ...], link: LentLink | None) -> list[Alert] | None:
         """A view of a pupil not linked at its time: linked only later, never, or no longer."""
         judgement = "not_linked" if link is None or link.linked else "no_longer_linked"
         self.tallies[judgement] = self.tallies.get(judgement, 0) + 1
@@ -139,9 +142,8 @@ class UnlinkedPupilAccess(Detector):
 
     def _apply(self, account_id: str, pupil: str, at: float, linked: bool, reason: str | None) -> None:
         """Note a link or its removal (an older fact than the one known for the pupil is ignored)."""
-        links = self.links.get(account_id)
-        if links is None:
-            links = self.links[account_id] = []
+        links = list(self.links.get(account_id, ()))
+        pupil = pupil_key(pupil)
         for index, link in enumerate(links):
             if link.pupil_id == pupil:
                 if at >= link.at:
@@ -156,11 +158,12 @@ class UnlinkedPupilAccess(Detector):
                 removed = [l for l in kept if not l.linked]
                 oldest = min(removed or kept, key=lambda l: l.at)
                 kept.remove(oldest)
-            links[:] = kept
+            links = kept
+        self.links[account_key(account_id)] = tuple(links)
 
     # -- the alert -------------------------------------------------------------------------------
 
-    def _alert(self, event: PortalEvent, pupil: str, links: list[LentLink], removed: LentLink | None, severity: str) -> Alert:
+    def _alert(self, event: PortalEvent, pupil: str, links: tuple[LentLink, ...], removed: LentLink | None, severity: str) -> Alert:
         at = event.at
         linked = sum(1 for l in links if l.linked and l.at <= at)
         what = {"view": "viewed", "download": "downloaded", "print": "printed", "export": "exported"}[event.action]
@@ -210,7 +213,10 @@ class UnlinkedPupilAccess(Detector):
     def restore(self, state: object) -> None:
         """Load a checkpoint; a link the registry lent that is newer (a roster imported since) stands."""
         saved = msgspec.convert(state, dict[str, dict])
-        self.links = msgspec.convert(saved.get("links", {}), dict[str, list[LentLink]])
+        self.links = {
+            account_key(account_id): tuple(LentLink(pupil_key(l.pupil_id), l.at, l.linked, l.reason) for l in links)
+            for account_id, links in msgspec.convert(saved.get("links", {}), dict[str, list[LentLink]]).items()
+        }
         self.alerted = msgspec.convert(saved.get("alerted", {}), dict[str, list[str]])
         for account_id, links in self.lent.items():
             for link in links:
