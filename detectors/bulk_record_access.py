@@ -314,7 +314,7 @@ class BulkRecordAccess(Detector):
     # -- windows ---------------------------------------------------------------------------------
 
     def _open(self, event: PortalEvent, account: AccountState, at: float) -> Window:
-        account_id = account.account_id  # the id's shared copy: the key of the entries below
+        account_id = account_key(event.account_id)  # the id's shared copy (the session table's): the key below
         packed = self.baselines.get(account_id)
         if packed is None:
             role = self._role_code(event.role or ("parent" if event.portal == "parent" else "staff" if event.portal == "schools" else "unknown"))
