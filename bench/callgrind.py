@@ -75,19 +75,11 @@ def count(argv: list[str], env: dict[str, str], out: Path) -> int:
     return int(found.group(1))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=20_000, help="N: the counts run over N and 2N events (default 20000)")
-    parser.add_argument("--what", choices=("engine", "decode", "checks", "both", "all"), default="both")
-    parser.add_argument("--keep", type=Path, help="keep the generated files and callgrind outputs here")
-    args = parser.parse_args()
-    if shutil.which("valgrind") is None:
-        sys.exit("callgrind: valgrind is not installed (apt-get install valgrind)")
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="pm-callgrind-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    python = sys.executable
+def prepare(folder: Path, n: int, python: str) -> tuple[Path, Path, dict[str, str]]:
+    """The first N and 2N events of the generated day, as two files in `folder`; the
+    environment the counted runs get (fixed hash seed, the demo GeoIP databases and Tor list);
+    and the project's bytecode written (`compile_sources`)."""
     day = folder / "day.jsonl"
-    n = args.events
     subprocess.run([python, "bench/generate.py", "--accounts", str(max(1000, n // 10)), "--events", str(2 * n),
                     "--days", "1", "--seed", "7", "--out", str(day)], cwd=ROOT, check=True, capture_output=True)
     lines = day.read_bytes().splitlines(keepends=True)
@@ -99,6 +91,22 @@ def main() -> None:
 
     env = {**os.environ, "PYTHONHASHSEED": "0", **location_environment(folder / "geo")}
     compile_sources(python)
+    return small, large, env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000, help="N: the counts run over N and 2N events (default 20000)")
+    parser.add_argument("--what", choices=("engine", "decode", "checks", "both", "all"), default="both")
+    parser.add_argument("--keep", type=Path, help="keep the generated files and callgrind outputs here")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("callgrind: valgrind is not installed (apt-get install valgrind)")
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="pm-callgrind-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    n = args.events
+    small, large, env = prepare(folder, n, python)
     results = {}
     if args.what in ("decode", "checks", "both", "all"):
         a = count([python, "-c", DECODE_ONLY, str(small)], env, folder / "decode-n.out")

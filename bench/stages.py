@@ -20,9 +20,7 @@ Needs valgrind (Debian package).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,8 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.callgrind import DECODE_ONLY, compile_sources, count  # noqa: E402
-from bench.locations import location_environment  # noqa: E402
+from bench.callgrind import DECODE_ONLY, count, prepare  # noqa: E402
 from detectors.registry import detector_ids  # noqa: E402
 
 
@@ -47,15 +44,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     n = args.events
-    day = folder / "day.jsonl"
-    subprocess.run([python, "bench/generate.py", "--accounts", str(max(1000, n // 10)), "--events", str(2 * n),
-                    "--days", "1", "--seed", "7", "--out", str(day)], cwd=ROOT, check=True, capture_output=True)
-    lines = day.read_bytes().splitlines(keepends=True)
-    small, large = folder / "n.jsonl", folder / "2n.jsonl"
-    small.write_bytes(b"".join(lines[:n]))
-    large.write_bytes(b"".join(lines[: 2 * n]))
-    env = {**os.environ, "PYTHONHASHSEED": "0", **location_environment(folder / "geo")}
-    compile_sources(python)
+    small, large, env = prepare(folder, n, python)
 
     def marginal(name: str, argv: list[str]) -> float:
         a = count([*argv, str(small)], env, folder / f"{name}-n.out")
