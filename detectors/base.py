@@ -14,6 +14,7 @@ from monitor.contract.accounts import Restriction
 from monitor.contract.alerts import Alert
 from monitor.contract.events import PortalEvent
 from monitor.places.networks import NetworkMap
+from monitor.state.interning import Interner, pupil_ids as new_pupil_ids
 from monitor.state.sessions import AccountState, Session, SessionTable
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class DetectorContext:
         geo: "GeoServices | None" = None,
         restricted: Mapping[str, Restriction] | None = None,
         links: "Mapping[str, Sequence[LentLink]] | None" = None,
+        pupil_ids: Interner[str] | None = None,
     ) -> None:
         self.sessions = sessions
         self.networks = networks
@@ -51,6 +53,9 @@ class DetectorContext:
         # Pupil links imported with a roster (parent's account -> its links), as the account
         # registry knew them when the shard was built; `pupil_linked`/`pupil_unlinked` events follow.
         self.links: Mapping[str, Sequence[LentLink]] = links or {}
+        # One copy of each pupil id the detectors keep, shared by the process's shards (the
+        # composition root builds it); a shard built alone (a replay, a test) gets its own.
+        self.pupil_ids: Interner[str] = pupil_ids if pupil_ids is not None else new_pupil_ids()
 
 
 class Detector:

@@ -16,7 +16,7 @@ from monitor.contract import policy
 from monitor.contract.alerts import Alert, new_alert, utc
 from monitor.contract.durations import Seconds
 from monitor.contract.events import PortalEvent
-from monitor.state.interning import account_key, by_account, pupil_key
+from monitor.state.interning import Interner, account_key, by_account
 from monitor.state.sessions import AccountState
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -27,12 +27,13 @@ BOUNDS: tuple[int, ...] = (
     1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300,
     400, 500, 600, 800, 1000, 1500, 2000, 3000, 5000, 10000, 1 << 40,
 )
+# The bucket of every window size up to 1000 (nearly all windows): a list index, not a bisection.
+_BUCKETS: tuple[int, ...] = tuple(bisect_left(BOUNDS, n) for n in range(1001))
 OTHER_ROLE = "other"
 _NEVER = float("inf")
 _SPACE = float(1 << 32)
 _WINDOWS_CAP = 255
-_FREE_WINDOWS = 256  # closed Window objects kept for reuse
-share = pupil_key.share
+_FREE_WINDOWS = 4096  # closed Window objects kept for reuse (about 150 B each): a busy hour's worth
 _SMALL = 8  # a window's first pupils are a tuple (64 bytes for 3, a set takes 216), then a set
 
 
@@ -181,14 +182,14 @@ class Window:
         )
 
     @classmethod
-    def from_state(cls, state: WindowState) -> "Window":
+    def from_state(cls, state: WindowState, pupil_ids: Interner[str]) -> "Window":
         window = cls(state.start, state.role, state.parent, state.threshold, state.usual, state.role_usual)
         if state.seen is None:
             window.seen = None
             window.hashes = array("I")
             window.hashes.frombytes(state.hashes)
         else:
-            seen = tuple(map(pupil_key, state.seen))
+            seen = tuple(map(pupil_ids, state.seen))
             window.seen = seen if len(seen) <= _SMALL else set(seen)
         window.taken = state.taken
         window.took = state.took
@@ -234,6 +235,9 @@ class BulkRecordAccess(Detector):
 
     def __init__(self, settings: BulkRecordAccessSettings, context: DetectorContext) -> None:
         self.settings = settings
+        # One copy of each pupil id (the process's, lent by the engine): `share(id, id)` at C speed.
+        self.pupil_ids = context.pupil_ids
+        self._share = context.pupil_ids.share
         # account -> usual (tenths of a pupil) << 16 | windows seen << 8 | role code
         self.baselines: dict[str, int] = {}
         self.live: dict[str, Window] = {}
@@ -276,7 +280,7 @@ class BulkRecordAccess(Detector):
         if seen is not None:  # exact: a set of pupil ids
             if pupil in seen:
                 return None  # seen in this window already
-            pupil = share(pupil, pupil)  # one copy of the id for all who view the pupil (`pupil_key`)
+            pupil = self._share(pupil, pupil)  # one copy of the id for all who view the pupil (`pupil_ids`)
             if type(seen) is tuple:
                 seen = window.seen = seen + (pupil,) if len(seen) < _SMALL else {*seen, pupil}
             else:
@@ -299,6 +303,7 @@ class BulkRecordAccess(Detector):
 
     def on_tick(self, watermark: float) -> None:
         """Close the windows that ended by the watermark: learn from them and free them."""
+        self.pupil_ids.bound()  # the shared pupil ids `on_event` added since the last tick
         if watermark >= self._next_end:
             self._expire(watermark)
         return None
@@ -314,10 +319,14 @@ class BulkRecordAccess(Detector):
     # -- windows ---------------------------------------------------------------------------------
 
     def _open(self, event: PortalEvent, account: AccountState, at: float) -> Window:
-        account_id = account_key(event.account_id)  # the id's shared copy (the session table's): the key below
+        # The id's shared copy (the session table's, `account_key`): the key below.
+        account_id = account.account_id if account is not None else account_key(event.account_id)
         packed = self.baselines.get(account_id)
         if packed is None:
-            role = self._role_code(event.role or ("parent" if event.portal == "parent" else "staff" if event.portal == "schools" else "unknown"))
+            name = event.role or ("parent" if event.portal == "parent" else "staff" if event.portal == "schools" else "unknown")
+            role = self.role_codes.get(name)  # `_role_code`'s common case, inline: a known role
+            if role is None:
+                role = self._role_code(name)
             usual = 0.0
             seen = 0
         else:
@@ -363,7 +372,6 @@ class BulkRecordAccess(Detector):
                 self._forget_accounts()
                 baselines = self.baselines
             baselines[account_id] = role
-        pupil_key.bound()
         return window
 
     def _forget_accounts(self) -> None:
@@ -379,7 +387,8 @@ class BulkRecordAccess(Detector):
         account_id = window.account_id
         del self.live[account_id]
         alerted = window.alerted is not None
-        count = 0 if alerted else window.count(self._exact)
+        seen = window.seen
+        count = 0 if alerted else len(seen) if seen is not None else window.count(self._exact)
         role = window.role
         free = self._free
         if len(free) < _FREE_WINDOWS:  # its object is reused by `_open`
@@ -402,7 +411,7 @@ class BulkRecordAccess(Detector):
         seen = (packed >> 8) & 0xFF
         baselines[account_id] = (round(usual * 10) << 16) | ((seen + 1 if seen < _WINDOWS_CAP else seen) << 8) | (packed & 0xFF)
         histogram = self.histograms[role]
-        histogram[bisect_left(BOUNDS, count)] += 1.0
+        histogram[_BUCKETS[count] if count <= 1000 else bisect_left(BOUNDS, count)] += 1.0
         totals = self._role_totals
         total = totals[role] = totals[role] + 1.0
         if total > self._role_memory:
@@ -530,7 +539,7 @@ class BulkRecordAccess(Detector):
         self.live = {}
         for account_id, state in windows.items():
             account_id = account_key(account_id)
-            window = self.live[account_id] = Window.from_state(state)
+            window = self.live[account_id] = Window.from_state(state, self.pupil_ids)
             window.account_id = account_id
         # The open windows in the order they end, with the ends saved (one entry per window).
         self.ends = deque()

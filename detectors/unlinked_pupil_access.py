@@ -12,7 +12,7 @@ from monitor.contract.accounts import LentLink
 from monitor.contract.alerts import Alert, new_alert, utc
 from monitor.contract.durations import Seconds
 from monitor.contract.events import PROTECTIVE_UNLINK_REASONS, PortalEvent
-from monitor.state.interning import account_key, pupil_key
+from monitor.state.interning import account_key
 from monitor.state.sessions import AccountState
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -74,6 +74,7 @@ class UnlinkedPupilAccess(Detector):
         self.settings = settings
         self.protective = frozenset(settings.protective_reasons)
         self.lent: Mapping[str, Sequence[LentLink]] = context.links
+        self.pupil_ids = context.pupil_ids  # one copy of each pupil id (the process's, lent by the engine)
         # A tuple per account (about 30 bytes less than a list), keyed by the account id's shared
         # copy, the pupil ids shared too (`monitor.state.interning`).
         self.links: dict[str, tuple[LentLink, ...]] = {}
@@ -90,14 +91,14 @@ class UnlinkedPupilAccess(Detector):
 
     def on_event(self, event: PortalEvent, account: AccountState) -> list[Alert] | None:
         if event.type == "page_view":
-            if event.portal == "schools":
-                return None  # staff: not judged by links
-            pupil = event.pupil_id  # a PUPIL_VIEW: never None
             links = self.links.get(event.account_id)
-            if links is None:
+            if links is None:  # nothing known of its links: counted, not judged
                 if event.portal == "parent":
                     self.unjudged += 1
                 return None
+            if event.portal == "schools":
+                return None  # staff: not judged by links (the shard does not call for them)
+            pupil = event.pupil_id  # a PUPIL_VIEW: never None
             at = event.at
             for link in links:
                 if link.pupil_id == pupil:
@@ -143,7 +144,7 @@ class UnlinkedPupilAccess(Detector):
     def _apply(self, account_id: str, pupil: str, at: float, linked: bool, reason: str | None) -> None:
         """Note a link or its removal (an older fact than the one known for the pupil is ignored)."""
         links = list(self.links.get(account_id, ()))
-        pupil = pupil_key(pupil)
+        pupil = self.pupil_ids(pupil)
         for index, link in enumerate(links):
             if link.pupil_id == pupil:
                 if at >= link.at:
@@ -214,7 +215,7 @@ class UnlinkedPupilAccess(Detector):
         """Load a checkpoint; a link the registry lent that is newer (a roster imported since) stands."""
         saved = msgspec.convert(state, dict[str, dict])
         self.links = {
-            account_key(account_id): tuple(LentLink(pupil_key(l.pupil_id), l.at, l.linked, l.reason) for l in links)
+            account_key(account_id): tuple(LentLink(self.pupil_ids(l.pupil_id), l.at, l.linked, l.reason) for l in links)
             for account_id, links in msgspec.convert(saved.get("links", {}), dict[str, list[LentLink]]).items()
         }
         self.alerted = msgspec.convert(saved.get("alerted", {}), dict[str, list[str]])

@@ -10,7 +10,7 @@ from detectors.brute_force import Attempts
 from detectors.registry import detector_ids
 from monitor.service.config import load_settings
 from monitor.service.shards import build_shard
-from monitor.state.interning import account_key, pupil_key
+from monitor.state.interning import account_key, pupil_ids
 
 
 def _shard():
@@ -71,6 +71,33 @@ def test_compact_state_checkpoints_as_before_and_restores() -> None:
         assert account_id is account_key(account_id) is restored.sessions.accounts.get(account_id).account_id
 
 
-def test_pupil_key_shares_equal_ids() -> None:
+def test_pupil_ids_share_equal_ids() -> None:
+    shared = pupil_ids()
     a, b = "".join(("pupil-", "42")), "".join(("pupil-", "42"))
-    assert a is not b and pupil_key(a) is pupil_key(b)
+    assert a is not b and shared(a) is shared(b)
+
+
+def test_the_shards_of_a_process_share_one_copy_of_each_pupil_id() -> None:
+    """The composition root lends one interner to every partition's shard (no module-level
+    state); a shard built alone has its own."""
+    env = {f"PORTAL_MONITOR_DETECTORS__{d.upper()}__ENABLED": "true" for d in detector_ids()}
+    settings = load_settings(None, environ=env)
+    shared = pupil_ids()
+    first, second = (build_shard(settings, partition, pupil_ids=shared) for partition in (0, 1))
+    alone = _shard()
+    for shard in (first, second, alone):
+        _run(shard, accounts=10)
+
+    def held(shard) -> dict[str, str]:
+        bulk = next(d for d in shard.detectors if d.id == "bulk_record_access")
+        unlinked = next(d for d in shard.detectors if d.id == "unlinked_pupil_access")
+        assert bulk.pupil_ids is unlinked.pupil_ids
+        found = {p: p for window in bulk.live.values() for p in window.seen}
+        found.update({link.pupil_id: link.pupil_id for links in unlinked.links.values() for link in links})
+        assert found
+        return found
+
+    one, two, own = held(first), held(second), held(alone)
+    common = one.keys() & two.keys()
+    assert common and all(one[p] is two[p] for p in common)  # the same objects across the two shards
+    assert all(own[p] is not one[p] for p in own.keys() & one.keys())  # the lone shard's own copies

@@ -34,6 +34,7 @@ from monitor.places import shared_networks
 from monitor.places.geo import GeoServices
 from monitor.service.housekeeping import Periodic
 from monitor.service.shards import build_shard
+from monitor.state.interning import pupil_ids
 from monitor.ingest.sources.kafka import KafkaEventSource
 from sinks.actions import KafkaActions
 from sinks.dead_letters import KafkaDeadLetters
@@ -132,10 +133,12 @@ def build_service(settings: Settings, clock: Callable[[], float] = time.time) ->
         shared_sync = Periodic("shared networks", settings.networks.shared.sync_interval, sync_shared_networks)
         parts.append(Part("shared networks sync", shared_sync.start, shared_sync.close))
 
+    pupils = pupil_ids()  # one copy of each pupil id for every partition's shard
     shards = Shards(
         # The disabled and revoked accounts as the registry knew them when the partition came.
         lambda partition: build_shard(
-            settings, partition, geo=geo, restricted=accounts.restricted if accounts is not None else None
+            settings, partition, geo=geo, restricted=accounts.restricted if accounts is not None else None,
+            pupil_ids=pupils,
         ),
         metrics,
     )

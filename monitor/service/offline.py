@@ -24,6 +24,7 @@ from monitor.engine.network_stage import NetworkStage, publish_stage_counts
 from monitor.engine.shards import Shards
 from monitor.support.retry import Backoff
 from monitor.service.shards import build_network_stage, build_shard
+from monitor.state.interning import pupil_ids
 from sinks.base import Sink
 
 
@@ -49,7 +50,11 @@ def build_offline_pipeline(
         write_every=settings.accounts.write_every,
         write_limit=settings.accounts.write_limit,
     )
-    shards = Shards(lambda partition: build_shard(settings, partition, geo=geo, restricted=lifecycle.restricted), metrics)
+    pupils = pupil_ids()  # one copy of each pupil id for every partition's shard
+    shards = Shards(
+        lambda partition: build_shard(settings, partition, geo=geo, restricted=lifecycle.restricted, pupil_ids=pupils),
+        metrics,
+    )
     # The same network stage `run` has per partition of the login-outcomes topic, fed in process.
     stage = build_network_stage(settings, 0) if settings.detectors.password_spray.enabled else None
     return OfflinePipeline(shards, Delivery(sinks, metrics, gate=gate, accounts=lifecycle), stage)

@@ -13,6 +13,7 @@ from monitor.ingest.decode import EventDecoder
 from monitor.engine.shard import Shard
 from monitor.places.geo import GeoServices
 from monitor.places.networks import NetworkMap
+from monitor.state.interning import Interner
 from monitor.state.sessions import SessionTable
 
 
@@ -22,6 +23,7 @@ def build_shard(
     geo: GeoServices | None = None,
     restricted: Mapping[str, Restriction] | None = None,
     links: Mapping[str, Sequence[LentLink]] | None = None,
+    pupil_ids: Interner[str] | None = None,
 ) -> Shard:
     """A fresh shard for `partition`, with its own session table and detector instances.
 
@@ -29,7 +31,9 @@ def build_shard(
     once with `GeoServices.from_settings(settings, location_detector_ids())` and pass it to every shard. Without it the
     shard opens its own, which is right for one shard (a replay, a test) only.
     `restricted`: the disabled and revoked accounts the account registry knows of; `links`: the
-    pupil links it knows of (from roster imports), by parent's account.
+    pupil links it knows of (from roster imports), by parent's account. `pupil_ids`: the
+    process's shared pupil ids (`monitor.state.interning.pupil_ids()`), built once like `geo`;
+    without it the shard has its own.
     """
     if geo is None:
         geo = GeoServices.from_settings(settings, location_detector_ids())
@@ -42,7 +46,7 @@ def build_shard(
     )
     context = DetectorContext(
         sessions=sessions, networks=networks, geo=geo, restricted=restricted,
-        links=links,
+        links=links, pupil_ids=pupil_ids,
     )
     detectors = settings.detectors
     dormancy = detectors.dormant_account.enabled or detectors.dormant_account_login.enabled

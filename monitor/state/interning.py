@@ -66,9 +66,16 @@ strings, which forgets a string when its last holder lets go, so nothing here gr
 ids ever seen (a flood of made-up usernames costs only while they are held); where interned
 strings are kept for good (CPython 3.12.0 to 3.12.4) ids are not interned."""
 
-pupil_key = Interner[str](262_144)
-"""One copy of each pupil id the detectors keep (a county has a few hundred thousand pupils,
-each linked to and viewed by many accounts); bounded like every `Interner`."""
+PUPIL_IDS_LIMIT = 262_144
+"""Pupil ids a `pupil_ids()` interner shares before it starts again (a county has a few
+hundred thousand pupils)."""
+
+
+def pupil_ids() -> Interner[str]:
+    """One copy of each pupil id the detectors keep (each pupil is linked to and viewed by many
+    accounts); bounded like every `Interner`. The composition root builds one per process and
+    lends it to every shard (`DetectorContext.pupil_ids`), as it does the GeoIP services."""
+    return Interner[str](PUPIL_IDS_LIMIT)
 
 
 def by_account(entries: dict[str, Value]) -> dict[str, Value]:
