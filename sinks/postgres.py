@@ -15,7 +15,7 @@ row). The pipeline commits Kafka offsets only after this transaction.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from itertools import islice
 from typing import Callable, Sequence
 
 import msgspec
@@ -81,13 +81,16 @@ ON CONFLICT DO NOTHING
 
 # A batch's access log in one statement: arrays in, one row per (pupil, day, account) out.
 # Addresses travel as one text per row (space-separated) and are merged: the first 4 distinct kept.
+# Days (since the epoch) and times (epoch seconds) travel as float8 and PostgreSQL turns them
+# into a date and timestamptz: no Python date or datetime per row.
 UPSERT_PUPIL_ACCESS = """
 INSERT INTO pupil_access AS p (pupil_id, day, account_id, views, downloads, prints, exports,
                                first_at, last_at, addresses)
-SELECT pupil_id, day, account_id, views, downloads, prints, exports, first_at, last_at,
+SELECT pupil_id, date '1970-01-01' + day::int, account_id, views, downloads, prints, exports,
+       to_timestamp(first_at), to_timestamp(last_at),
        string_to_array(NULLIF(addresses, ''), ' ')::inet[]
-FROM unnest($1::text[], $2::date[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[],
-            $8::timestamptz[], $9::timestamptz[], $10::text[])
+FROM unnest($1::text[], $2::float8[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[],
+            $8::float8[], $9::float8[], $10::text[])
      AS r(pupil_id, day, account_id, views, downloads, prints, exports, first_at, last_at, addresses)
 ON CONFLICT (pupil_id, day, account_id) DO UPDATE SET
     views = p.views + EXCLUDED.views,
@@ -102,25 +105,20 @@ ON CONFLICT (pupil_id, day, account_id) DO UPDATE SET
 """
 
 
-def pupil_access_columns(entries) -> list[list]:
-    """`Findings.pupil_access` items as the ten column arrays of UPSERT_PUPIL_ACCESS."""
-    columns: list[list] = [[] for _ in range(10)]
-    (pupils, days, accounts, views, downloads, prints, exports, firsts, lasts, addresses) = columns
-    for (account_id, pupil_id, day), entry in entries:
-        pupils.append(pupil_id)
-        days.append(_EPOCH + timedelta(days=int(day)))
-        accounts.append(account_id)
-        views.append(entry[2])
-        downloads.append(entry[3])
-        prints.append(entry[4])
-        exports.append(entry[5])
-        firsts.append(utc(entry[0]))
-        lasts.append(utc(entry[1]))
-        addresses.append(" ".join(entry[6:]))  # `access_addresses`: inline from slot 6
-    return columns
+def pupil_access_columns(entries) -> list[Sequence]:
+    """`Findings.pupil_access` items as the ten column arrays of UPSERT_PUPIL_ACCESS.
 
-
-_EPOCH = date(1970, 1, 1)
+    Transposed by `zip` in C: a Python loop with ten appends, a date and two datetimes a row
+    cost about 4 µs a row, a tenth of the engine's time for the access log."""
+    items = list(entries)
+    if not items:
+        return [[] for _ in range(10)]
+    keys, values = zip(*items)
+    accounts, pupils, days = zip(*keys)
+    # Every entry holds at least its six first slots (times and counts), then its addresses.
+    firsts, lasts, views, downloads, prints, exports = islice(zip(*values), 6)
+    addresses = [" ".join(entry[6:]) for entry in values]  # `access_addresses`: inline from slot 6
+    return [pupils, days, accounts, views, downloads, prints, exports, firsts, lasts, addresses]
 
 
 class PostgresSink:
