@@ -5,8 +5,10 @@
     python -m bench.pupils store EVENTS.jsonl --dsn DSN [--rows 10000000]
     python -m bench.pupils instructions EVENTS.jsonl [--events 2000] [--gc replay|default] [--side both|on|off]
 
-`throughput` runs the engine alone (the access log folded per batch, not written) (as `bench/engine.py`: decode, reorder buffer, session
-table, detectors; no file reading, no sinks) over the same events with `unlinked_pupil_access`
+`throughput` runs the engine (as `bench/engine.py`: decode, reorder buffer, session table,
+detectors; no file reading) and the access store's share of the work in this process (each
+batch's access log folded and turned into the columns `PostgresSink` sends; PostgreSQL's own
+work is in its own process, as the broker's is) over the same events with `unlinked_pupil_access`
 and `bulk_record_access` and the access log ([pupils] access_log) on, then all three off, alternating, each run in a
 fresh process (`once`), and prints the fastest and the median events per CPU-second of each and
 their ratios. CPU seconds of the engine's loop are what other load on a shared machine disturbs
@@ -62,13 +64,21 @@ def _settings(on: bool):
 
 
 def _run(lines: list[bytes], batch: int, on: bool) -> tuple[float, int]:
+    from sinks.postgres import pupil_access_columns
+
     shard = build_shard(_settings(on), 0)
     records = list(enumerate(lines, 1))
     alerts = 0
     cpu = time.process_time()
     for i in range(0, len(records), batch):
-        alerts += len(shard.process(records[i : i + batch]).alerts)
-    alerts += len(shard.drain().alerts)
+        findings = shard.process(records[i : i + batch])
+        alerts += len(findings.alerts)
+        # The access store's share in this process: the batch's rows as the UPSERT's columns
+        # (what PostgresSink.write sends; PostgreSQL's own work is in its process).
+        pupil_access_columns(findings.pupil_access.items())
+    findings = shard.drain()
+    alerts += len(findings.alerts)
+    pupil_access_columns(findings.pupil_access.items())
     return time.process_time() - cpu, alerts
 
 
