@@ -16,6 +16,7 @@ row). The pipeline commits Kafka offsets only after this transaction.
 from __future__ import annotations
 
 from itertools import islice
+from operator import itemgetter
 from typing import Callable, Sequence
 
 import msgspec
@@ -105,6 +106,9 @@ ON CONFLICT (pupil_id, day, account_id) DO UPDATE SET
 """
 
 
+_ADDRESSES = itemgetter(slice(6, None))  # an entry's addresses (`access_addresses`), sliced in C
+
+
 def pupil_access_columns(entries) -> list[Sequence]:
     """`Findings.pupil_access` items as the ten column arrays of UPSERT_PUPIL_ACCESS.
 
@@ -117,7 +121,7 @@ def pupil_access_columns(entries) -> list[Sequence]:
     accounts, pupils, days = zip(*keys)
     # Every entry holds at least its six first slots (times and counts), then its addresses.
     firsts, lasts, views, downloads, prints, exports = islice(zip(*values), 6)
-    addresses = [" ".join(entry[6:]) for entry in values]  # `access_addresses`: inline from slot 6
+    addresses = list(map(" ".join, map(_ADDRESSES, values)))  # `access_addresses`: inline from slot 6
     return [pupils, days, accounts, views, downloads, prints, exports, firsts, lasts, addresses]
 
 
