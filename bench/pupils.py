@@ -7,8 +7,8 @@
 
 `throughput` runs the engine (as `bench/engine.py`: decode, reorder buffer, session table,
 detectors; no file reading) and the access store's share of the work in this process (each
-batch's access log folded and turned into the columns `PostgresSink` sends; PostgreSQL's own
-work is in its own process, as the broker's is) over the same events with `unlinked_pupil_access`
+batch's views of pupils' records turned into the columns `PostgresSink` sends; PostgreSQL folds
+them into rows in its own process, as the broker's work is in its own) over the same events with `unlinked_pupil_access`
 and `bulk_record_access` and the access log ([pupils] access_log) on, then all three off, alternating, each run in a
 fresh process (`once`), and prints the fastest and the median events per CPU-second of each and
 their ratios. CPU seconds of the engine's loop are what other load on a shared machine disturbs
@@ -73,12 +73,12 @@ def _run(lines: list[bytes], batch: int, on: bool) -> tuple[float, int]:
     for i in range(0, len(records), batch):
         findings = shard.process(records[i : i + batch])
         alerts += len(findings.alerts)
-        # The access store's share in this process: the batch's rows as the UPSERT's columns
-        # (what PostgresSink.write sends; PostgreSQL's own work is in its process).
-        pupil_access_columns(findings.pupil_access.items())
+        # The access store's share in this process: the batch's views as the UPSERT's columns
+        # (what PostgresSink.write sends; PostgreSQL's fold is in its own process).
+        pupil_access_columns(findings.pupil_access)
     findings = shard.drain()
     alerts += len(findings.alerts)
-    pupil_access_columns(findings.pupil_access.items())
+    pupil_access_columns(findings.pupil_access)
     return time.process_time() - cpu, alerts
 
 
@@ -253,12 +253,12 @@ async def store_bench(path: str, dsn: str, rows: int, queries: int) -> None:
         views = write_seconds = 0.0
         for i in range(0, len(records), 5000):
             findings = shard.process(records[i : i + 5000])
-            views += sum(sum(entry[2:6]) for entry in findings.pupil_access.values())
+            views += len(findings.pupil_access)
             started = time.perf_counter()
             await sink.write(findings)
             write_seconds += time.perf_counter() - started
         findings = shard.drain()
-        views += sum(sum(entry[2:6]) for entry in findings.pupil_access.values())
+        views += len(findings.pupil_access)
         await sink.write(findings)
         await pool.execute("VACUUM ANALYZE pupil_access")
         count = await pool.fetchval("SELECT count(*) FROM pupil_access")

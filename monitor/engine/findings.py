@@ -13,6 +13,7 @@ import msgspec
 
 from monitor.contract.accounts import AccountActivity, DormancyMark, StatusChange
 from monitor.contract.alerts import Alert
+from monitor.contract.events import PortalEvent
 from monitor.ingest.decode import Rejection, bounded_raw
 from monitor.contract.outcomes import LoginOutcome
 from monitor.state.sessions import Session
@@ -74,28 +75,7 @@ class ViewedItemRecord(msgspec.Struct, array_like=True):
 
 
 ACCESS_ACTIONS: tuple[str, ...] = ("view", "download", "print", "export")
-# Where each action is counted in an access-log entry (see `Findings.pupil_access`).
-ACCESS_SLOT: dict[str, int] = {action: 2 + index for index, action in enumerate(ACCESS_ACTIONS)}
-MAX_ACCESS_ADDRESSES = 4
-ADDRESSES_SLOT = 6  # an entry's addresses follow its counts, inline
-
-
-def access_addresses(entry: list) -> list[str]:
-    """An access-log entry's addresses (kept inline from slot 6: no list of their own per entry)."""
-    return entry[ADDRESSES_SLOT:]
-
-
-def merge_access(mine: list, later: list) -> None:
-    """Fold one access-log entry into another of the same (account, pupil, day)."""
-    if later[0] < mine[0]:
-        mine[0] = later[0]
-    if later[1] > mine[1]:
-        mine[1] = later[1]
-    for slot in (2, 3, 4, 5):
-        mine[slot] += later[slot]
-    for ip in later[ADDRESSES_SLOT:]:
-        if len(mine) < ADDRESSES_SLOT + MAX_ACCESS_ADDRESSES and ip not in mine[ADDRESSES_SLOT:]:
-            mine.append(ip)
+"""What a view of a pupil's record may do; the access log counts each (`Findings.pupil_access`)."""
 
 
 class Findings:
@@ -120,11 +100,11 @@ class Findings:
         self.account_activity: dict[str, AccountActivity] = {}
         self.account_changes: list[StatusChange] = []
         self.dormancy_marks: list[DormancyMark] = []
-        # The batch's access log of pupils' records ([pupils] access_log): (account id, pupil id,
-        # UTC day as days since the epoch, a float) -> [first at, last at, views, downloads,
-        # prints, exports, then up to 4 addresses inline (`access_addresses`)]; plain lists,
-        # updated in place per page view.
-        self.pupil_access: dict[tuple[str, str, float], list] = {}
+        # The batch's access log of pupils' records ([pupils] access_log): its page views that
+        # name a pupil, the events themselves, in the order they ran. The store folds them into
+        # one row per pupil, day and account (`sinks.postgres.UPSERT_PUPIL_ACCESS`): one list
+        # append per view here, where a fold in Python cost about 2,600 instructions a view.
+        self.pupil_access: list[PortalEvent] = []
         self.login_outcomes: list[LoginOutcome] = []
 
     def for_sinks(self) -> bool:
@@ -153,13 +133,7 @@ class Findings:
                 mine.merge(later)
         self.account_changes.extend(other.account_changes)
         self.dormancy_marks.extend(other.dormancy_marks)
-        access = self.pupil_access
-        for key, later in other.pupil_access.items():
-            mine = access.get(key)
-            if mine is None:
-                access[key] = later
-            else:
-                merge_access(mine, later)
+        self.pupil_access.extend(other.pupil_access)  # later views after earlier ones
         self.login_outcomes.extend(other.login_outcomes)
 
 

@@ -25,7 +25,7 @@ import msgspec
 from detectors.base import IP_CHANGED, PUPIL_VIEW, Detector, snapshots
 from monitor.contract.accounts import STATUS_EVENTS, AccountActivity, DormancyMark, StatusChange
 from monitor.contract.alerts import Alert
-from monitor.engine.findings import ACCESS_SLOT, NO_WATERMARK, FlaggedSession, Findings, ViewedItemRecord, dead_letter
+from monitor.engine.findings import NO_WATERMARK, FlaggedSession, Findings, ViewedItemRecord, dead_letter
 from monitor.ingest.decode import EARLIEST_EVENT_TIME, EventDecoder, Rejection
 from monitor.contract.events import EVENT_TYPES, PORTAL_LABELS, PortalEvent
 from monitor.state.sessions import AccountState, OneSession, Session, SessionTable
@@ -42,8 +42,6 @@ DELTA_VERSION = 1
 # A Schools' Portal page view naming a pupil: PUPIL_VIEW's detectors but those that leave
 # staff views alone (`Detector.staff_pupil_views`).
 STAFF_PUPIL_VIEW = "pupil_view/schools"
-if ACCESS_SLOT["view"] != 2:  # `_run` counts a view in slot 2 without the lookup
-    raise RuntimeError("ACCESS_SLOT['view'] must be 2: the access log's fold in Shard._run assumes it")
 ROUTES: tuple[str, ...] = (*EVENT_TYPES, PUPIL_VIEW, STAFF_PUPIL_VIEW)
 
 
@@ -192,7 +190,7 @@ class Shard:
         self._findings = Findings()
         # The batch's access log (`Findings.pupil_access`) when `access_log`, else None: one
         # attribute read per pupil view instead of three.
-        self._access: dict | None = self._findings.pupil_access if access_log else None
+        self._access: list | None = self._findings.pupil_access if access_log else None
         # Incremental checkpoints: the accounts whose state changed since the last checkpoint
         # was taken (`_dirty`, gathered per batch from the findings, never per event), and
         # those taken into a checkpoint not yet confirmed written (`_unconfirmed`). Tracked only
@@ -235,7 +233,7 @@ class Shard:
 
     @property
     def access_log(self) -> bool:
-        """Whether views of pupils' records are folded into `Findings.pupil_access`."""
+        """Whether views of pupils' records go into `Findings.pupil_access` (the access log)."""
         return self._access is not None
 
     @access_log.setter
@@ -584,28 +582,8 @@ class Shard:
             if pupil is not None:
                 route = STAFF_PUPIL_VIEW if event.portal == "schools" else PUPIL_VIEW
                 access = self._access
-                if access is not None:  # the access log, inlined: one entry per account, pupil, day
-                    at = event.at
-                    # The account's shared id: a hit compares it by identity. (Measured dearer:
-                    # an int day, int(at) // 86400, +700 instructions a view; the last view's day
-                    # and bounds kept on the shard and compared, +90 an event.)
-                    key = (account.account_id, pupil, at // 86400.0)
-                    entry = access.get(key)
-                    if entry is None:  # the addresses inline from slot 6: no list of their own
-                        entry = access[key] = [at, at, 0, 0, 0, 0, ip] if ip is not None else [at, at, 0, 0, 0, 0]
-                    else:
-                        if at > entry[1]:
-                            entry[1] = at
-                        elif at < entry[0]:
-                            entry[0] = at
-                        # Nearly always the entry's last address again: one comparison, no slice.
-                        if ip is not None and ip != entry[-1] and len(entry) < 10 and ip not in entry:
-                            entry.append(ip)
-                    action = event.action
-                    if action == "view":  # nearly all: no lookup of the slot
-                        entry[2] += 1
-                    else:
-                        entry[ACCESS_SLOT[action]] += 1
+                if access is not None:  # the access log: the view itself, folded by the store
+                    access.append(event)
             if session.flagged:
                 self._findings.viewed_items.append(
                     ViewedItemRecord(session.session_id, session.account_id, event.at, event.resource, event.action, event.ip)  # type: ignore[arg-type]
