@@ -282,9 +282,7 @@ class BulkRecordAccess(Detector):
                 return None  # seen in this window already
             pupil = self._share(pupil, pupil)  # one copy of the id for all who view the pupil (`pupil_ids`)
             if type(seen) is tuple:
-                # The newest first: a view repeating the account's last pupil (nearly half of all
-                # views) is found by the first comparison of the next `in`.
-                seen = window.seen = (pupil,) + seen if len(seen) < _SMALL else {*seen, pupil}
+                seen = window.seen = seen + (pupil,) if len(seen) < _SMALL else {*seen, pupil}
             else:
                 seen.add(pupil)
             size = len(seen)
