@@ -380,6 +380,13 @@ async def store_bench(path: str, dsn: str, rows: int, queries: int) -> None:
         await pool.close()
 
 
+def _engine_options(command: argparse.ArgumentParser) -> None:
+    """The options of every subcommand that runs the engine over the file."""
+    command.add_argument("--batch", type=int, default=5000, help="events per batch (default 5000)")
+    command.add_argument("--gc", choices=("replay", "default"), default="replay",
+                         help="replay: tuned as `portal-monitor replay` (default); default: CPython's")
+
+
 def main() -> None:
     from monitor.support.logging import configure_logging
 
@@ -389,15 +396,11 @@ def main() -> None:
     run = commands.add_parser("throughput", help="engine events per CPU-second, pupil detectors on vs off")
     run.add_argument("events")
     run.add_argument("--runs", type=int, default=9, help="runs per side (default 9)")
-    run.add_argument("--batch", type=int, default=5000)
-    run.add_argument("--gc", choices=("replay", "default"), default="replay",
-                     help="replay: tuned as `portal-monitor replay` (default); default: CPython's")
+    _engine_options(run)
     pair = commands.add_parser("paired", help="engine events per CPU-second, on vs off in one process, batch by batch")
     pair.add_argument("events")
     pair.add_argument("--rounds", type=int, default=5, help="rounds over the whole file (default 5)")
-    pair.add_argument("--batch", type=int, default=5000)
-    pair.add_argument("--gc", choices=("replay", "default"), default="replay",
-                      help="replay: tuned as `portal-monitor replay` (default); default: CPython's")
+    _engine_options(pair)
     rep_ = commands.add_parser("replay", help="`portal-monitor replay` events/s, both detectors on vs off")
     rep_.add_argument("events")
     rep_.add_argument("--runs", type=int, default=7, help="runs per side (default 7)")
@@ -412,16 +415,12 @@ def main() -> None:
     ins.add_argument("events")
     ins.add_argument("--events", dest="count", type=int, default=2_000,
                      help="N: the events left out at the start, as the baseline run (default 2000)")
-    ins.add_argument("--batch", type=int, default=5000)
     ins.add_argument("--side", choices=("both", "on", "off"), default="both",
                      help="count one side only (half the time), e.g. `on` when a change touches the pupil path only")
-    ins.add_argument("--gc", choices=("replay", "default"), default="replay",
-                     help="replay: tuned as `portal-monitor replay` (default); default: CPython's")
+    _engine_options(ins)
     one = commands.add_parser("once", help="one run of the engine (what `instructions` counts)")
     one.add_argument("events")
-    one.add_argument("--batch", type=int, default=5000)
-    one.add_argument("--gc", choices=("replay", "default"), default="replay",
-                     help="replay: tuned as `portal-monitor replay` (default); default: CPython's")
+    _engine_options(one)
     one.add_argument("--on", dest="on", action="store_true", default=True)
     one.add_argument("--off", dest="on", action="store_false")
     args = parser.parse_args()
